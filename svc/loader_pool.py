@@ -1,0 +1,117 @@
+"""LoaderPool: loads and unloads servables on their own threads, with TF Serving's retry rules.
+
+Mirrors TF Serving's `core/loader_harness.cc` (load with retries, `util/retrier.cc`) and the manager's load /
+unload executors (`--num_load_threads`, `--num_unload_threads`; 0 means one at a time, as TF Serving's
+serial mode). Loading never runs on the event loop. Every load ends in a `VersionLoaded` or `LoadFailed`
+reply and every unload in a `VersionUnloaded`, so the manager never waits on a thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, assert_never
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
+
+from svc.errors import Code, ServingError
+from svc.logging import get_logger
+from svc.messages import (
+    LoaderInbox,
+    LoadFailed,
+    LoadVersion,
+    ManagerInbox,
+    ServableId,
+    UnloadVersion,
+    VersionLoaded,
+    VersionUnloaded,
+)
+from svc.servable import Servable
+
+log = get_logger(actor="loader_pool")
+
+
+class Loader(Protocol):
+    def __call__(self, id: ServableId, path: str) -> Servable: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_retries: int = 5
+    interval_seconds: float = 60.0
+
+
+class LoaderPool:
+    def __init__(
+        self,
+        inbox: ObjectReceiveStream[LoaderInbox],
+        replies: ObjectSendStream[ManagerInbox],
+        loader: Loader,
+        is_aspired: Callable[[ServableId], bool],
+        *,
+        num_load_threads: int = 0,
+        num_unload_threads: int = 0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._inbox = inbox
+        self._replies = replies
+        self._loader = loader
+        self._is_aspired = is_aspired
+        self._load_limiter = anyio.CapacityLimiter(max(num_load_threads, 1))
+        self._unload_limiter = anyio.CapacityLimiter(max(num_unload_threads, 1))
+        self._retry = retry or RetryPolicy()
+        self.loads_in_progress = 0
+
+    def set_load_threads(self, n: int) -> None:
+        """TF Serving loads the initial models with many threads, later ones with `num_load_threads`."""
+        self._load_limiter.total_tokens = max(n, 1)
+
+    async def run(self) -> None:
+        async with self._inbox, self._replies, anyio.create_task_group() as tg:
+            async for command in self._inbox:
+                self._start(tg, command)
+
+    def _start(self, tg: TaskGroup, command: LoaderInbox) -> None:
+        match command:
+            case LoadVersion():
+                tg.start_soon(self._load, command)
+            case UnloadVersion():
+                tg.start_soon(self._unload, command)
+            case _:
+                assert_never(command)
+
+    async def _load(self, command: LoadVersion) -> None:
+        attempts = 1 + max(self._retry.max_retries, 0)
+        error = ServingError(Code.UNKNOWN, "load not attempted")
+        self.loads_in_progress += 1
+        try:
+            for attempt in range(attempts):
+                if attempt:
+                    if self._retry.interval_seconds > 0:
+                        await anyio.sleep(self._retry.interval_seconds)
+                    if not self._is_aspired(command.id):
+                        log.info("servable_load_retry_abandoned", model=command.id.name,
+                                 version=command.id.version)
+                        break
+                    log.info("servable_load_retry", model=command.id.name, version=command.id.version,
+                             retry=attempt)
+                try:
+                    servable = await anyio.to_thread.run_sync(
+                        self._loader, command.id, command.path, limiter=self._load_limiter
+                    )
+                except ServingError as exc:
+                    error = exc
+                    log.warning("servable_load_attempt_failed", model=command.id.name,
+                                version=command.id.version, attempt=attempt + 1, error=exc.message)
+                    continue
+                await self._replies.send(VersionLoaded(command.id, servable))
+                return
+            await self._replies.send(LoadFailed(command.id, error.code, error.message))
+        finally:
+            self.loads_in_progress -= 1
+
+    async def _unload(self, command: UnloadVersion) -> None:
+        await command.servable.wait_idle()
+        await anyio.to_thread.run_sync(command.servable.close, limiter=self._unload_limiter)
+        await self._replies.send(VersionUnloaded(command.id))

@@ -1,0 +1,40 @@
+"""The one structlog configuration: JSON lines on stdout by default, a console renderer on request.
+
+Events are stable snake_case names with key/value fields (`servable_loaded`, `request_finished`, ...).
+Where TF Serving prints a line that tools wait for (`Running gRPC ModelServer at ...`, `Exporting HTTP/REST
+API at:...`), the same text travels in the `message` field.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def configure_logging(fmt: str = "json", level: str = "info") -> None:
+    renderer: Any
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+    else:
+        renderer = structlog.processors.JSONRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level.lower(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(**context: Any) -> Any:
+    return structlog.get_logger().bind(**context)

@@ -1,0 +1,178 @@
+"""VersionManager: turns aspired-version sets into loads and unloads, and owns the serving map.
+
+Mirrors TF Serving's `core/aspired_versions_manager.cc` with its harness table (`core/loader_harness.h`).
+Each message updates the table, asks the pure policy (`svc.policy.next_actions`) what may run now, sends
+commands to the LoaderPool, swaps a new ServingMap in, and publishes public states to the StateMonitor in
+TF Serving's order: AVAILABLE after the map holds the version, UNLOADING before it leaves the map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import assert_never
+
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from svc.errors import Code
+from svc.logging import get_logger
+from svc.messages import (
+    AspiredVersions,
+    LabelsChanged,
+    LoaderInbox,
+    LoadFailed,
+    LoadVersion,
+    ManagerInbox,
+    ModelRemoved,
+    ServableId,
+    ServableStateChanged,
+    UnloadVersion,
+    VersionLoaded,
+    VersionUnloaded,
+)
+from svc.policy import AVAILABILITY_PRESERVING, Forget, Load, Unload, next_actions
+from svc.servable import Servable
+from svc.serving_map import ModelEntry, ServingMapHolder
+from svc.states import PUBLIC_STATE, Harness, check_transition
+
+log = get_logger(actor="version_manager")
+
+
+@dataclass(slots=True)
+class Tracked:
+    state: Harness
+    path: str
+    servable: Servable | None = None
+
+
+@dataclass(slots=True)
+class ModelState:
+    aspired: frozenset[int] = frozenset()
+    versions: dict[int, Tracked] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+
+
+class VersionManager:
+    def __init__(
+        self,
+        inbox: ObjectReceiveStream[ManagerInbox],
+        loader: ObjectSendStream[LoaderInbox],
+        monitor: ObjectSendStream[ServableStateChanged],
+        serving_map: ServingMapHolder,
+        transition: str = AVAILABILITY_PRESERVING,
+    ) -> None:
+        self._inbox = inbox
+        self._loader = loader
+        self._monitor = monitor
+        self._map = serving_map
+        self._transition = transition
+        self._models: dict[str, ModelState] = {}
+
+    # -- reads for other actors (no await) -----------------------------------------------------------
+    def is_aspired(self, id: ServableId) -> bool:
+        model = self._models.get(id.name)
+        return model is not None and id.version in model.aspired
+
+    def harness_snapshot(self, name: str) -> dict[int, Harness]:
+        model = self._models.get(name)
+        return {v: t.state for v, t in model.versions.items()} if model else {}
+
+    # -- actor loop ------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        async with self._inbox, self._loader, self._monitor:
+            async for message in self._inbox:
+                self.handle(message)
+
+    def handle(self, message: ManagerInbox) -> None:
+        """The decision step: callable without an event loop (all sends are non-blocking)."""
+        match message:
+            case AspiredVersions(name=name, versions=versions):
+                self._on_aspired(name, {v.version: v.path for v in versions})
+            case ModelRemoved(name=name):
+                self._on_aspired(name, {})
+            case LabelsChanged(name=name, labels=labels):
+                self._models.setdefault(name, ModelState()).labels = dict(labels)
+                self._publish_map()
+            case VersionLoaded(id=id, servable=servable):
+                tracked = self._set(id, Harness.READY)
+                tracked.servable = servable
+                self._publish_map()
+                self._publish(id, Harness.READY)
+                log.info("servable_loaded", model=id.name, version=id.version)
+                self._step(id.name)
+            case LoadFailed(id=id, code=code, message=text):
+                self._set(id, Harness.ERROR)
+                self._publish(id, Harness.ERROR, code, text)
+                log.error("servable_load_failed", model=id.name, version=id.version, error_code=code.name,
+                          error=text)
+                self._step(id.name)
+            case VersionUnloaded(id=id):
+                tracked = self._set(id, Harness.DISABLED)
+                tracked.servable = None
+                self._publish(id, Harness.DISABLED)
+                log.info("servable_unloaded", model=id.name, version=id.version)
+                self._step(id.name)
+            case _:
+                assert_never(message)
+
+    def _on_aspired(self, name: str, versions: dict[int, str]) -> None:
+        model = self._models.setdefault(name, ModelState())
+        model.aspired = frozenset(versions)
+        log.info("aspired_versions_received", model=name, versions=sorted(versions, reverse=True))
+        for version, path in versions.items():
+            tracked = model.versions.get(version)
+            if tracked is None or tracked.state is Harness.DISABLED:
+                model.versions[version] = Tracked(Harness.NEW, path)
+                self._publish(ServableId(name, version), Harness.NEW)
+        # A failed version is not retried while it stays aspired; it is forgotten once it leaves the set.
+        for version in [v for v, t in model.versions.items() if t.state.is_final and v not in versions]:
+            del model.versions[version]
+        self._step(name)
+
+    def _step(self, name: str) -> None:
+        model = self._models[name]
+        harness = {v: t.state for v, t in model.versions.items()}
+        map_changed = False
+        for action in next_actions(harness, model.aspired, self._transition):
+            id = ServableId(name, action.version)
+            match action:
+                case Forget():
+                    self._set(id, Harness.DISABLED)
+                    self._publish(id, Harness.DISABLED)
+                case Load():
+                    tracked = self._set(id, Harness.LOADING)
+                    self._publish(id, Harness.LOADING)
+                    self._loader.send_nowait(LoadVersion(id, tracked.path))
+                case Unload():
+                    tracked = self._set(id, Harness.UNLOADING)
+                    assert tracked.servable is not None
+                    tracked.servable.closing = True
+                    self._publish(id, Harness.UNLOADING)
+                    map_changed = True
+                    self._loader.send_nowait(UnloadVersion(id, tracked.servable))
+                case _:
+                    assert_never(action)
+        if map_changed:
+            self._publish_map()
+        if not model.aspired and not model.labels and all(t.state.is_final for t in model.versions.values()):
+            del self._models[name]
+
+    def _set(self, id: ServableId, state: Harness) -> Tracked:
+        tracked = self._models[id.name].versions[id.version]
+        check_transition(tracked.state, state)
+        tracked.state = state
+        return tracked
+
+    def _publish(self, id: ServableId, state: Harness, code: Code = Code.OK, message: str = "") -> None:
+        self._monitor.send_nowait(ServableStateChanged(id, PUBLIC_STATE[state], code, message))
+
+    def _publish_map(self) -> None:
+        entries: dict[str, ModelEntry] = {}
+        for name, model in self._models.items():
+            versions = {
+                v: t.servable
+                for v, t in model.versions.items()
+                if t.state is Harness.READY and t.servable is not None
+            }
+            if versions or model.labels:
+                entries[name] = ModelEntry(versions, dict(model.labels))
+        self._map.replace(entries)

@@ -1,0 +1,69 @@
+"""StateMonitor: the public state of every version the server has seen, as GetModelStatus reports it.
+
+Mirrors TF Serving's `core/servable_state_monitor.cc`: it consumes every `ServableStateChanged` event, keeps
+the last state per version (versions that reached END stay listed), logs each change, and lets waiters block
+until a condition on the states holds (startup, ReloadConfig).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import anyio
+from anyio.abc import ObjectReceiveStream
+
+from svc.errors import Code
+from svc.logging import get_logger
+from svc.messages import ServableStateChanged
+from svc.states import State
+
+log = get_logger(actor="state_monitor")
+
+
+@dataclass(frozen=True, slots=True)
+class VersionStatus:
+    state: State
+    code: Code = Code.OK
+    message: str = ""
+
+
+Table = Mapping[str, Mapping[int, VersionStatus]]
+
+
+class StateMonitor:
+    def __init__(self, inbox: ObjectReceiveStream[ServableStateChanged]) -> None:
+        self._inbox = inbox
+        self._table: dict[str, dict[int, VersionStatus]] = {}
+        self._changed = anyio.Event()
+        self.events_seen = 0
+
+    async def run(self) -> None:
+        async with self._inbox:
+            async for event in self._inbox:
+                self.apply(event)
+
+    def apply(self, event: ServableStateChanged) -> None:
+        versions = self._table.setdefault(event.id.name, {})
+        versions[event.id.version] = VersionStatus(event.state, event.code, event.message)
+        self.events_seen += 1
+        fields = {"model": event.id.name, "version": event.id.version, "state": event.state.name}
+        if event.code is not Code.OK:
+            log.warning("servable_state_changed", **fields, error_code=event.code.name, error=event.message)
+        else:
+            log.info("servable_state_changed", **fields)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def versions(self, name: str) -> Mapping[int, VersionStatus]:
+        """Every version seen of a model, highest first."""
+        versions = self._table.get(name, {})
+        return MappingProxyType({v: versions[v] for v in sorted(versions, reverse=True)})
+
+    def snapshot(self) -> Table:
+        return MappingProxyType({name: self.versions(name) for name in self._table})
+
+    async def wait_until(self, condition: Callable[[Table], bool]) -> None:
+        while not condition(self.snapshot()):
+            await self._changed.wait()

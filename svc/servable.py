@@ -1,0 +1,148 @@
+"""One loaded SavedModel version: a TF1 Session over the model's graph, its SignatureDefs, and `run`.
+
+The only module that imports TensorFlow. Mirrors TF Serving's `SavedModelBundle` (`servables/tensorflow/
+saved_model_bundle_factory.cc`): every SavedModel, TF1 or TF2 export, is loaded into a fresh Graph and Session
+with `tf.compat.v1.saved_model.loader.load`, which is what TF Serving does in C++; its MetaGraphDef's
+signatures are exactly what GetModelMetadata answers. Loading and running block: callers run them in threads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+import numpy.typing as npt
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from svc.errors import Code, ServingError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+Array = npt.NDArray[Any]
+
+_SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+
+class Servable:
+    """A loaded version. `acquire`/`release` count requests holding it; it closes only when none do."""
+
+    def __init__(
+        self, name: str, version: int, path: str, session: Any, meta_graph: meta_graph_pb2.MetaGraphDef
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.path = path
+        self._session = session
+        self.meta_graph = meta_graph
+        self.signatures: Mapping[str, meta_graph_pb2.SignatureDef] = meta_graph.signature_def
+        self._callables: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
+        self._callables_lock = threading.Lock()
+        self.inflight = 0
+        self.closing = False
+        self._idle: anyio.Event | None = None
+
+    # -- request accounting (event loop only) --------------------------------------------------------
+    def acquire(self) -> bool:
+        """Take a reference for one request; False when the servable is being unloaded."""
+        if self.closing:
+            return False
+        self.inflight += 1
+        return True
+
+    def release(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Mark the servable closing and wait until no request holds it."""
+        self.closing = True
+        if self.inflight:
+            self._idle = anyio.Event()
+            await self._idle.wait()
+
+    # -- blocking work (threads only) -----------------------------------------------------------------
+    def run(self, feeds: Mapping[str, Array], fetches: Sequence[str]) -> list[Array]:
+        """One Session.run: feeds keyed by tensor name, fetches by tensor name. Raises ServingError."""
+        import tensorflow as tf
+        from tensorflow.core.protobuf import config_pb2
+
+        key = (tuple(feeds), tuple(fetches))
+        fn = self._callables.get(key)
+        if fn is None:
+            with self._callables_lock:
+                # A callable made from CallableOptions feeds straight into the C++ session, as TF Serving
+                # does: no Python-side shape check (TF Serving does not check declared shapes either), and
+                # a dtype mismatch is the runtime's own INVALID_ARGUMENT.
+                options = config_pb2.CallableOptions(feed=list(feeds), fetch=list(fetches))
+                try:
+                    fn = self._session._make_callable_from_options(options)
+                except tf.errors.OpError as exc:
+                    raise ServingError(Code(exc.error_code), exc.message) from exc
+                self._callables[key] = fn
+        try:
+            outputs = fn(*feeds.values())
+        except tf.errors.OpError as exc:
+            raise ServingError(Code(exc.error_code), exc.message) from exc
+        except (ValueError, TypeError) as exc:
+            raise ServingError(Code.INVALID_ARGUMENT, str(exc)) from exc
+        return [np.asarray(o) for o in outputs]
+
+    def close(self) -> None:
+        self._callables.clear()
+        self._session.close()
+
+
+def check_saved_model_dir(path: str) -> None:
+    """TF Serving's checks before a load, with its texts."""
+    p = Path(path)
+    if (p / "export.meta").exists() and not any((p / f).exists() for f in _SAVED_MODEL_FILES):
+        raise ServingError(Code.UNIMPLEMENTED, "Session Bundle is deprecated and removed.")
+    if not any((p / f).exists() for f in _SAVED_MODEL_FILES):
+        raise ServingError(
+            Code.NOT_FOUND,
+            "Specified file path does not appear to contain a SavedModel bundle (should have a file called "
+            f"`saved_model.pb`)\nSpecified file path: {path}",
+        )
+
+
+def load(name: str, version: int, path: str, tags: Sequence[str], session_config: Any = None) -> Servable:
+    """Load one SavedModel version into its own Graph and Session. Blocking; raises ServingError."""
+    check_saved_model_dir(path)
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph, config=session_config)
+    try:
+        with graph.as_default():
+            meta_graph = tf.compat.v1.saved_model.loader.load(session, list(tags), path)
+    except tf.errors.OpError as exc:
+        session.close()
+        raise ServingError(Code(exc.error_code), exc.message) from exc
+    except (RuntimeError, ValueError, OSError, KeyError) as exc:
+        session.close()
+        raise ServingError(Code.UNKNOWN, f"{type(exc).__name__}: {exc}") from exc
+    slim = meta_graph_pb2.MetaGraphDef()
+    slim.signature_def.MergeFrom(meta_graph.signature_def)  # remove_unused_fields_from_bundle_metagraph
+    graph.finalize()
+    return Servable(name, version, path, session, slim)
+
+
+def session_config(intra: int, inter: int, parallelism: int) -> Any:
+    """A ConfigProto from the tensorflow_*_parallelism flags (0 = TF chooses)."""
+    from tensorflow.core.protobuf import config_pb2
+
+    config = config_pb2.ConfigProto()
+    if parallelism > 0:
+        config.intra_op_parallelism_threads = parallelism
+        config.inter_op_parallelism_threads = parallelism
+    if intra > 0:
+        config.intra_op_parallelism_threads = intra
+    if inter > 0:
+        config.inter_op_parallelism_threads = inter
+    return config
