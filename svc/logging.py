@@ -37,4 +37,4 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
 
 
 def get_logger(**context: Any) -> Any:
-    return structlog.get_logger().bind(**context)
+    return structlog.get_logger(**context)

@@ -8,7 +8,6 @@ signatures are exactly what GetModelMetadata answers. Loading and running block:
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,8 +19,6 @@ import numpy.typing as npt
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from svc.errors import Code, ServingError
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 Array = npt.NDArray[Any]
 
@@ -115,6 +112,8 @@ def load(name: str, version: int, path: str, tags: Sequence[str], session_config
     """Load one SavedModel version into its own Graph and Session. Blocking; raises ServingError."""
     check_saved_model_dir(path)
     import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # the TF1 loader's deprecation notice is not the user's concern
 
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph, config=session_config)

@@ -131,7 +131,7 @@ async def serve(options: opts.Options) -> int:
         num_unload_threads=options.num_unload_threads,
         retry=RetryPolicy(options.max_num_load_retries, options.load_retry_interval_micros / 1e6),
     )
-    pool.set_load_threads(4 * (os.cpu_count() or 1))  # TF Serving's num_initial_load_threads
+    pool.set_load_threads(options.num_initial_load_threads)
     poller = StoragePoller(configs_recv, manager_send, options.file_system_poll_wait_seconds)
     reload = None
     if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
@@ -169,12 +169,15 @@ async def _run_frontends(tg: TaskGroup, options: opts.Options, core: api.Core) -
     from hypercorn.config import Config as HypercornConfig
 
     from svc.grpc_frontend import ModelService, PredictionService
-    from svc.http_frontend import RestApi
 
     stop = anyio.Event()
     grpc_server = GrpcServer([PredictionService(core), ModelService(core)])
     if options.port:
-        await grpc_server.start(sock=bind_tcp("0.0.0.0", options.port))
+        try:
+            grpc_sock = bind_tcp("0.0.0.0", options.port)
+        except OSError as exc:
+            raise StartupError(f"UNAVAILABLE: Could not bind gRPC port {options.port}: {exc.strerror}") from exc
+        await grpc_server.start(sock=grpc_sock)
         log.info("grpc_server_started", port=options.port,
                  message=f"Running gRPC ModelServer at 0.0.0.0:{options.port} ...")
     if options.grpc_socket_path:
@@ -185,7 +188,14 @@ async def _run_frontends(tg: TaskGroup, options: opts.Options, core: api.Core) -
     if options.rest_api_port and options.rest_api_port == options.port:
         log.error("rest_server_not_started", message="--rest_api_port must differ from --port")
     elif options.rest_api_port:
-        rest_sock = bind_tcp("::", options.rest_api_port)
+        from svc.http_frontend import RestApi
+
+        try:
+            rest_sock = bind_tcp("::", options.rest_api_port)
+        except OSError as exc:
+            raise StartupError(
+                f"UNAVAILABLE: Could not bind REST port {options.rest_api_port}: {exc.strerror}"
+            ) from exc
         hconfig = HypercornConfig()
         hconfig.bind = [f"fd://{rest_sock.fileno()}"]
         hconfig.accesslog = None
@@ -208,9 +218,7 @@ async def _run_frontends(tg: TaskGroup, options: opts.Options, core: api.Core) -
 def run(options: opts.Options) -> int:
     """Entry point from the CLI: returns the process exit code."""
     configure_logging(options.log_format, options.log_level)
-    from svc.cli import ignored_flags
-
-    for flag in ignored_flags(options):
+    for flag in opts.ignored_flags(options):
         log.info("flag_ignored", flag=flag, message=f"--{flag} has no effect in this server")
     try:
         return anyio.run(serve, options, backend="asyncio")
