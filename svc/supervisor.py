@@ -65,7 +65,7 @@ class InitialLoad:
             for version, status in versions.items():
                 if status.code is not Code.OK:
                     failed.append(
-                        f"{{{ServableId(name, version)} due to error: {status.code.name}: {status.message}}}, "
+                        f"{ServableId(name, version)} due to error: {status.code.name}: {status.message}}}, "
                     )
                     break
         return failed
@@ -222,12 +222,23 @@ def run(options: opts.Options) -> int:
         log.info("flag_ignored", flag=flag, message=f"--{flag} has no effect in this server")
     try:
         return anyio.run(serve, options, backend="asyncio")
-    except StartupError as exc:
-        print(f"Failed to start server. Error: {exc}", flush=True)  # noqa: T201 (TF Serving prints this)
+    except (StartupError, ServingError, BaseExceptionGroup) as exc:
+        error = _startup_error(exc)
+        if error is None:
+            raise
+        print(f"Failed to start server. Error: {error}", flush=True)  # noqa: T201 (TF Serving prints this)
         return 255
-    except ServingError as exc:
-        print(f"Failed to start server. Error: {exc.status_text()}", flush=True)  # noqa: T201
-        return 255
+
+
+def _startup_error(exc: BaseException) -> str | None:
+    """The text of a start-up failure, looking through the task group's exception groups."""
+    if isinstance(exc, StartupError):
+        return str(exc)
+    if isinstance(exc, ServingError):
+        return exc.status_text()
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _startup_error(exc.exceptions[0])
+    return None
 
 
 __all__: Sequence[str] = ("run", "serve")

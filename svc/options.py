@@ -1,0 +1,440 @@
+"""Server options (`tensorflow_model_server`'s flags) and the text-format config files they name.
+
+Mirrors `model_servers/main.cc` (the flags), `server.h` / `server.cc` (`Server::Options` defaults and the checks
+of `Server::BuildAndStart`) and `server_core.cc` (`ServerCore::ReloadConfig`'s config validation). Everything
+here is pure: functions read the files an option names and return protobuf messages or raise `ServingError`
+with TF Serving's message texts. Nothing imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Final, TypeAlias, TypeVar
+
+from google.protobuf import message, text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+from svc._proto.aspired import config_pb2
+from svc.errors import Code, ServingError, failed_precondition, invalid_argument, unimplemented
+
+ModelServerConfig: TypeAlias = model_server_config_pb2.ModelServerConfig
+ModelConfig: TypeAlias = model_server_config_pb2.ModelConfig
+BatchingParameters: TypeAlias = config_pb2.BatchingParameters
+MonitoringConfig: TypeAlias = config_pb2.MonitoringConfig
+SSLConfig: TypeAlias = config_pb2.SSLConfig
+
+N_CPU: Final = os.cpu_count() or 1
+TENSORFLOW_PLATFORM: Final = "tensorflow"
+PROMETHEUS_PATH: Final = "/monitoring/prometheus/metrics"
+ASPIRED_VERSION_POLICIES: Final = ("availability_preserving", "resource_preserving")
+LOG_FORMATS: Final = ("json", "console")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+
+_T = TypeVar("_T")
+_M = TypeVar("_M", bound=message.Message)
+
+
+def _flag(default: _T, kind: str, help: str, *, ignored: bool = False) -> _T:
+    """A field that is also a command-line flag: `kind` is TF's flag type (int32, int64, float, string, bool);
+    `ignored` marks TF flags accepted for compatibility that this server does not act on."""
+    metadata = {"flag_type": kind, "help": help, "ignored": ignored}
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """One field per `tensorflow_model_server` flag (same name, type and default; flags whose field says
+    `ignored=True` are accepted and logged, not acted on), then this server's own flags.
+
+    Deliberate difference: `enable_grpc_healthcheck_service` defaults to true (TF Serving: false), so
+    orchestrators' gRPC health probes work without extra flags; `--enable_grpc_healthcheck_service=false`
+    restores TF's behaviour.
+    """
+
+    port: int = _flag(8500, "int32", "gRPC TCP port (binds 0.0.0.0); 0 disables TCP gRPC.")
+    grpc_socket_path: str = _flag("", "string", "If non-empty, gRPC also listens on this UNIX socket.")
+    rest_api_port: int = _flag(0, "int32", "HTTP/REST port; 0 = no REST API. Must differ from --port.")
+    rest_api_num_threads: int = _flag(4 * N_CPU, "int32", "REST executor threads.", ignored=True)
+    rest_api_timeout_in_ms: int = _flag(30000, "int32", "Timeout of REST predict/classify/regress calls.")
+    rest_api_enable_cors_support: bool = _flag(False, "bool", "Add CORS headers to REST responses.")
+    enable_batching: bool = _flag(False, "bool", "Batch requests (see --batching_parameters_file).")
+    allow_version_labels_for_unavailable_models: bool = _flag(
+        False, "bool", "Allow assigning unused version labels to versions that are not available yet."
+    )
+    batching_parameters_file: str = _flag(
+        "", "string", "Text-format BatchingParameters file; needs --enable_batching."
+    )
+    enable_per_model_batching_parameters: bool = _flag(
+        False,
+        "bool",
+        "Read batching_params.pbtxt from each model version directory (with --enable_batching).",
+    )
+    model_config_file: str = _flag(
+        "",
+        "string",
+        "Text-format ModelServerConfig file; when set, --model_name/--model_base_path are ignored.",
+    )
+    model_config_file_poll_wait_seconds: int = _flag(
+        0, "int32", "Re-read --model_config_file every N seconds; 0 = read once."
+    )
+    model_name: str = _flag("default", "string", "Model name (ignored with --model_config_file).")
+    model_base_path: str = _flag(
+        "", "string", "Path or URI holding the numbered version directories (required without a config file)."
+    )
+    num_load_threads: int = _flag(0, "int32", "Threads loading versions after the initial load; 0 = one.")
+    num_unload_threads: int = _flag(0, "int32", "Threads unloading versions; 0 = one.")
+    max_num_load_retries: int = _flag(5, "int32", "Retries after a failed load; 0 = a single attempt.")
+    load_retry_interval_micros: int = _flag(
+        60_000_000, "int64", "Wait between load retries in microseconds; negative = no wait."
+    )
+    file_system_poll_wait_seconds: int = _flag(
+        1, "int32", "Seconds between polls of the base paths; 0 = poll once; negative = never."
+    )
+    flush_filesystem_caches: bool = _flag(True, "bool", "Flush filesystem caches after loads.", ignored=True)
+    tensorflow_session_parallelism: int = _flag(
+        0, "int64", "Intra- and inter-op threads of a session; 0 = TensorFlow chooses."
+    )
+    tensorflow_session_config_file: str = _flag("", "string", "Text-format tensorflow.ConfigProto file.")
+    tensorflow_intra_op_parallelism: int = _flag(0, "int64", "Intra-op threads; 0 = TensorFlow chooses.")
+    tensorflow_inter_op_parallelism: int = _flag(0, "int64", "Inter-op threads; 0 = TensorFlow chooses.")
+    use_alts_credentials: bool = _flag(
+        False, "bool", "Google ALTS credentials (not supported).", ignored=True
+    )
+    ssl_config_file: str = _flag("", "string", "Text-format SSLConfig file: TLS on the gRPC port.")
+    platform_config_file: str = _flag("", "string", "Text-format PlatformConfigMap file.", ignored=True)
+    per_process_gpu_memory_fraction: float = _flag(
+        0.0, "float", "GPU memory fraction per process; 0 = TensorFlow chooses.", ignored=True
+    )
+    saved_model_tags: str = _flag("serve", "string", "Comma-separated MetaGraph tags to load.")
+    grpc_channel_arguments: str = _flag(
+        "",
+        "string",
+        "Comma-separated key=value gRPC server arguments (e.g. grpc.max_connection_age_ms=2000).",
+    )
+    grpc_max_threads: int = _flag(4 * N_CPU, "int32", "Maximum gRPC server threads.", ignored=True)
+    enable_model_warmup: bool = _flag(
+        True, "bool", "Replay assets.extra/tf_serving_warmup_requests when a version loads."
+    )
+    num_request_iterations_for_warmup: int = _flag(
+        0, "int32", "Times each warmup record is replayed, if > 0 (default once)."
+    )
+    version: bool = _flag(False, "bool", "Print the version and exit.")
+    monitoring_config_file: str = _flag(
+        "", "string", "Text-format MonitoringConfig file (Prometheus page on the REST port)."
+    )
+    remove_unused_fields_from_bundle_metagraph: bool = _flag(
+        True, "bool", "Keep only the SignatureDefs of the MetaGraphDef in memory.", ignored=True
+    )
+    prefer_tflite_model: bool = _flag(False, "bool", "Load model.tflite if present.", ignored=True)
+    num_tflite_pools: int = _flag(N_CPU, "int32", "TFLite interpreter pools.", ignored=True)
+    num_tflite_interpreters_per_pool: int = _flag(1, "int32", "TFLite interpreters per pool.", ignored=True)
+    enable_signature_method_name_check: bool = _flag(
+        False, "bool", "Check SignatureDef method_name against the API (off: TF2 models work)."
+    )
+    xla_cpu_compilation_enabled: bool = _flag(False, "bool", "Allow XLA:CPU JIT.", ignored=True)
+    xla_gpu_compilation_enabled: bool = _flag(False, "bool", "Allow XLA:CPU and XLA:GPU JIT.", ignored=True)
+    enable_profiler: bool = _flag(True, "bool", "TensorFlow profiler service.", ignored=True)
+    thread_pool_factory_config_file: str = _flag(
+        "", "string", "Text-format ThreadPoolConfig file.", ignored=True
+    )
+    mixed_precision: str = _flag("", "string", "Mixed precision mode, e.g. bfloat16.", ignored=True)
+    skip_initialize_tpu: bool = _flag(False, "bool", "Skip TPU initialization.", ignored=True)
+    # Default differs from TF Serving (false); see the class docstring.
+    enable_grpc_healthcheck_service: bool = _flag(
+        True, "bool", "grpc.health.v1.Health with ModelService and PredictionService SERVING (default on)."
+    )
+    enable_serialization_as_tensor_content: bool = _flag(
+        False, "bool", "Predict responses carry tensor_content instead of typed *_val fields."
+    )
+
+    # --- aspired's own flags (not in tensorflow_model_server) ---
+    # TF Serving hard-codes AvailabilityPreservingPolicy; resource_preserving unloads old versions first.
+    aspired_version_policy: str = _flag(
+        "availability_preserving",
+        "string",
+        "Version transition policy: availability_preserving|resource_preserving.",
+    )
+    # TF Serving hard-codes ServerCore's num_initial_load_threads = 4 x CPUs for the loads at startup.
+    num_initial_load_threads: int = _flag(4 * N_CPU, "int32", "Threads loading the initial versions.")
+    # A version directory is eligible once it holds this file; empty = complete and unchanged for two polls.
+    version_ready_marker: str = _flag(
+        "", "string", "File whose presence marks a version directory as complete (default: stable listing)."
+    )
+    log_format: str = _flag("json", "string", "Log line format: json|console.")
+    log_level: str = _flag("info", "string", "Log level: debug|info|warning|error|critical.")
+    # Fraction of requests that get a `request_finished` log line (errors are always logged).
+    request_log_sample_rate: float = _flag(1.0, "float", "Fraction of requests logged, 0..1.")
+    # On SIGTERM: readiness turns false at once, new requests are still accepted for this long (so load
+    # balancers can stop routing here), then the listeners close and in-flight work drains.
+    drain_delay_seconds: float = _flag(0.0, "float", "Seconds between readiness=false and closing listeners.")
+    # Upper bound on draining in-flight and queued requests after SIGTERM before the process exits anyway.
+    shutdown_grace_seconds: float = _flag(30.0, "float", "Seconds allowed for draining on shutdown.")
+    # Largest REST body / gRPC message accepted (TF Serving: gRPC INT32_MAX).
+    max_request_bytes: int = _flag(64 * 1024 * 1024, "int64", "Largest request accepted, in bytes.")
+
+
+FLAGS: Final = tuple(fields(Options))
+
+
+def ignored_flags(options: Options) -> list[str]:
+    """Names of the accepted-but-ignored TF flags that `options` sets to something other than the default."""
+    return [
+        flag.name
+        for flag in FLAGS
+        if flag.metadata["ignored"] and getattr(options, flag.name) != flag.default
+    ]
+
+
+# --- text-format files ---------------------------------------------------------------------------------
+
+
+def parse_text_config(source: Path | str, message_class: type[_M]) -> _M:
+    """Parse a text-format message: `source` is a file when it is a `Path`, the text itself when a `str`.
+
+    Errors: the file cannot be read -> NOT_FOUND / PERMISSION_DENIED / UNKNOWN `<path>; <reason>` (TF's file
+    errors); bad text -> INVALID_ARGUMENT `Error parsing text-format <full message name>: <line>:<col> : <what>`
+    (protobuf's own text, as TF Serving logs it), followed by ` (file: <path>)` for a file.
+    """
+    suffix = ""
+    if isinstance(source, Path):
+        text = read_text_file(source)
+        suffix = f" (file: {source})"
+    else:
+        text = source
+    parsed: _M = message_class()
+    try:
+        text_format.Parse(text, parsed)
+    except text_format.ParseError as error:
+        name = message_class.DESCRIPTOR.full_name
+        raise invalid_argument(f"Error parsing text-format {name}: {error}{suffix}") from error
+    return parsed
+
+
+def read_text_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as error:
+        raise ServingError(Code.NOT_FOUND, f"{path}; No such file or directory") from error
+    except PermissionError as error:
+        raise ServingError(Code.PERMISSION_DENIED, f"{path}; Permission denied") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise ServingError(Code.UNKNOWN, f"{path}; {error}") from error
+
+
+def model_server_config(options: Options) -> ModelServerConfig:
+    """The initial ModelServerConfig: `--model_config_file` parsed, else the single model of
+    `--model_name` / `--model_base_path` on platform "tensorflow" (`BuildSingleModelConfig`)."""
+    if options.model_config_file:
+        return parse_text_config(Path(options.model_config_file), model_server_config_pb2.ModelServerConfig)
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add()
+    model.name = options.model_name
+    model.base_path = options.model_base_path
+    model.model_platform = TENSORFLOW_PLATFORM
+    return config
+
+
+_URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9.]*://")
+
+
+def is_absolute_path_or_uri(base_path: str) -> bool:
+    """TF's `!UriIsRelativePath`: `scheme://...` (scheme `[A-Za-z][A-Za-z0-9.]*`) or a path starting with `/`."""
+    return bool(_URI_SCHEME.match(base_path)) or base_path.startswith("/")
+
+
+def model_platform(model: ModelConfig) -> str:
+    """TF's `GetPlatform`: `model_platform`, or the deprecated `model_type` mapped to a platform."""
+    if model.model_type != model_server_config_pb2.MODEL_TYPE_UNSPECIFIED:
+        if model.model_platform:
+            raise invalid_argument(
+                "Illegal setting both ModelServerConfig::model_type (deprecated) and "
+                f"ModelServerConfig::model_platform, model name is {model.name}"
+            )
+        if model.model_type != model_server_config_pb2.TENSORFLOW:
+            raise invalid_argument(f"ModelServerConfig::model_type choice {model.model_type} not supported.")
+        return TENSORFLOW_PLATFORM
+    if not model.model_platform:
+        raise invalid_argument(
+            "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+            f"ModelServerConfig::model_platform, model name is {model.name}"
+        )
+    return str(model.model_platform)
+
+
+def validate_model_server_config(
+    config: ModelServerConfig,
+    previous: ModelServerConfig | None = None,
+    *,
+    reload_request: bool = False,
+) -> None:
+    """Check a config before it replaces `previous` (None or an empty config: the first one), as
+    `ServerCore::ReloadConfig` does; `reload_request=True` adds ModelService.HandleReloadConfigRequest's own
+    check (only a ModelConfigList). An empty config passes (nothing to load). Raises ServingError."""
+    kind = config.WhichOneof("config")
+    if reload_request and kind != "model_config_list":
+        raise invalid_argument(
+            "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+            "Only ModelConfigList is currently supported"
+        )
+    previous_kind = previous.WhichOneof("config") if previous is not None else None
+    first_or_same = previous is None or previous_kind is None or config == previous
+    if not first_or_same and not previous_kind == kind == "model_config_list":
+        raise failed_precondition(
+            "Cannot transition to requested config. It is only legal to transition "
+            "from one ModelConfigList to another."
+        )
+    if kind == "custom_model_config":
+        raise unimplemented("ModelServer does not yet support custom model config.")
+    if kind is None:
+        return
+    models = config.model_config_list.config
+    names: set[str] = set()
+    for model in models:
+        if model.name in names:
+            raise invalid_argument(f"Illegal to list model {model.name} multiple times in config list")
+        names.add(model.name)
+    for model in models:
+        if not is_absolute_path_or_uri(model.base_path):
+            raise invalid_argument(
+                f"Expected model {model.name} to have an absolute path or URI; got base_path()={model.base_path}"
+            )
+    if previous is not None and previous_kind == "model_config_list":
+        old_platforms = {model.name: model_platform(model) for model in previous.model_config_list.config}
+        for model in models:
+            if model.name in old_platforms and model_platform(model) != old_platforms[model.name]:
+                raise invalid_argument(
+                    f"Illegal to change a model's platform. For model {model.name} platform was "
+                    f"{old_platforms[model.name]} and new platform requested is {model_platform(model)}"
+                )
+    for model in models:
+        platform = model_platform(model)
+        if platform != TENSORFLOW_PLATFORM:
+            raise invalid_argument(f"Model {model.name} requests unsupported platform {platform}")
+
+
+def batching_parameters(options: Options) -> BatchingParameters | None:
+    """None without `--enable_batching`; else `--batching_parameters_file` (or, without one, TF's
+    `thread_pool_name: "model_server_batch_threads"`) with every unset field set to the default TF's
+    SharedBatchScheduler / BatchingSession apply (reference section e), so readers need no `HasField`."""
+    if not options.enable_batching:
+        return None
+    if options.batching_parameters_file:
+        params = parse_text_config(Path(options.batching_parameters_file), config_pb2.BatchingParameters)
+    else:
+        params = config_pb2.BatchingParameters()
+        params.thread_pool_name.value = "model_server_batch_threads"
+    defaults: dict[str, Any] = {
+        "max_batch_size": 1000,
+        "batch_timeout_micros": 0,
+        "max_enqueued_batches": 10,
+        "num_batch_threads": N_CPU,
+        "thread_pool_name": "batch_threads",
+        "enable_large_batch_splitting": False,
+    }
+    for name, value in defaults.items():
+        if not params.HasField(name):
+            getattr(params, name).value = value
+    if not params.HasField("max_execution_batch_size"):
+        params.max_execution_batch_size.value = params.max_batch_size.value
+    return params
+
+
+def monitoring_config(options: Options) -> MonitoringConfig:
+    """`--monitoring_config_file` (an empty config without one), with the Prometheus path defaulted."""
+    if options.monitoring_config_file:
+        config = parse_text_config(Path(options.monitoring_config_file), config_pb2.MonitoringConfig)
+    else:
+        config = config_pb2.MonitoringConfig()
+    if not config.prometheus_config.path:
+        config.prometheus_config.path = PROMETHEUS_PATH
+    return config
+
+
+def ssl_config(options: Options) -> SSLConfig | None:
+    """`--ssl_config_file` parsed; None without one (plaintext gRPC)."""
+    if not options.ssl_config_file:
+        return None
+    return parse_text_config(Path(options.ssl_config_file), config_pb2.SSLConfig)
+
+
+_INT32 = re.compile(r"\s*[+-]?\d+")
+
+
+def grpc_channel_arguments(options: Options) -> list[tuple[str, int | str]]:
+    """`--grpc_channel_arguments` as (key, value) pairs; a value that is an int32 is passed as an int."""
+    result: list[tuple[str, int | str]] = []
+    if not options.grpc_channel_arguments:
+        return result
+    for item in options.grpc_channel_arguments.split(","):
+        key, equals, text = item.partition("=")
+        if not equals:
+            raise invalid_argument(f"grpc_channel_arguments item {item!r} is not of the form key=value")
+        value: int | str = text
+        if _INT32.fullmatch(text) and -(2**31) <= int(text) < 2**31:
+            value = int(text)
+        result.append((key, value))
+    return result
+
+
+def validate_options(options: Options) -> None:
+    """`Server::BuildAndStart`'s checks, in its order, plus parsing every config file the options name and
+    validating the initial model config (as `ServerCore::Create` does). Raises ServingError."""
+    if options.port == 0 and not options.grpc_socket_path:
+        raise invalid_argument(
+            "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set."
+        )
+    if options.use_alts_credentials and options.ssl_config_file:
+        raise invalid_argument("Either use_alts_credentials must be false or ssl_config_file must be empty.")
+    if not options.model_base_path and not options.model_config_file:
+        raise invalid_argument(
+            "Both server_options.model_base_path and server_options.model_config_file are empty!"
+        )
+    config = model_server_config(options)
+    if not options.enable_batching and options.batching_parameters_file:
+        raise invalid_argument(
+            "server_options.batching_parameters_file is set without setting "
+            "server_options.enable_batching to true."
+        )
+    batching_parameters(options)
+    if options.tensorflow_session_config_file:  # parsed where TensorFlow is imported (svc/servable.py)
+        read_text_file(Path(options.tensorflow_session_config_file))
+    if (
+        options.tensorflow_intra_op_parallelism > 0
+        and options.tensorflow_inter_op_parallelism > 0
+        and options.tensorflow_session_parallelism > 0
+    ):
+        raise invalid_argument(
+            "Either configure server_options.tensorflow_session_parallelism or "
+            "(server_options.tensorflow_intra_op_parallelism, server_options.tensorflow_inter_op_parallelism) "
+            "separately. You cannot configure all."
+        )
+    validate_model_server_config(config)
+    ssl_config(options)
+    grpc_channel_arguments(options)
+    if options.rest_api_port != 0 and options.rest_api_port != options.port:
+        monitoring_config(options)  # TF reads it only when it starts the REST server
+    _validate_extensions(options)
+
+
+def _validate_extensions(options: Options) -> None:
+    choices = {
+        "aspired_version_policy": ASPIRED_VERSION_POLICIES,
+        "log_format": LOG_FORMATS,
+        "log_level": LOG_LEVELS,
+    }
+    for name, allowed in choices.items():
+        value = getattr(options, name)
+        if value not in allowed:
+            raise invalid_argument(f"--{name} must be one of {', '.join(allowed)}; got {value!r}")
+    if not 0.0 <= options.request_log_sample_rate <= 1.0:
+        raise invalid_argument(
+            f"--request_log_sample_rate must be in [0, 1]; got {options.request_log_sample_rate}"
+        )
+    for name in ("drain_delay_seconds", "shutdown_grace_seconds", "num_initial_load_threads"):
+        if getattr(options, name) < 0:
+            raise invalid_argument(f"--{name} must not be negative; got {getattr(options, name)}")
+    if options.max_request_bytes <= 0:
+        raise invalid_argument(f"--max_request_bytes must be positive; got {options.max_request_bytes}")

@@ -1,0 +1,397 @@
+"""TensorProto <-> numpy conversion for every dtype TensorFlow can feed.
+
+Mirrors `tensorflow/core/framework/tensor.cc`: `to_ndarray` is `Tensor::FromProto` (raw `tensor_content`,
+varint-framed string content, or the typed `*_val` field with TF's fill rule), `from_ndarray` is
+`Tensor::AsProtoField` / `Tensor::AsProtoTensorContent`; `dtype_name` is `DataTypeString` (`types.cc`).
+Pure: numpy, ml_dtypes and the generated protobuf classes only, never TensorFlow itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import numpy.typing as npt
+from tensorflow.core.framework import tensor_pb2, types_pb2
+
+Array = npt.NDArray[Any]
+
+
+class TensorConversionError(ValueError):
+    """A TensorProto or an array that has no tensor form; the message is the reason, for humans."""
+
+
+MAX_ELEMENTS: int = 2**31 - 1
+
+_MAX_DIMS = 254  # TensorShape::MaxDimensions()
+_INT64_MAX = 2**63 - 1
+_REF_OFFSET = 100  # kDataTypeRefOffset: DT_FLOAT_REF == DT_FLOAT + 100
+
+_NAMES: dict[int, str] = {
+    types_pb2.DT_INVALID: "INVALID",
+    types_pb2.DT_FLOAT: "float",
+    types_pb2.DT_DOUBLE: "double",
+    types_pb2.DT_INT32: "int32",
+    types_pb2.DT_UINT8: "uint8",
+    types_pb2.DT_INT16: "int16",
+    types_pb2.DT_INT8: "int8",
+    types_pb2.DT_STRING: "string",
+    types_pb2.DT_COMPLEX64: "complex64",
+    types_pb2.DT_INT64: "int64",
+    types_pb2.DT_BOOL: "bool",
+    types_pb2.DT_QINT8: "qint8",
+    types_pb2.DT_QUINT8: "quint8",
+    types_pb2.DT_QINT32: "qint32",
+    types_pb2.DT_BFLOAT16: "bfloat16",
+    types_pb2.DT_QINT16: "qint16",
+    types_pb2.DT_QUINT16: "quint16",
+    types_pb2.DT_UINT16: "uint16",
+    types_pb2.DT_COMPLEX128: "complex128",
+    types_pb2.DT_HALF: "half",
+    types_pb2.DT_RESOURCE: "resource",
+    types_pb2.DT_VARIANT: "variant",
+    types_pb2.DT_UINT32: "uint32",
+    types_pb2.DT_UINT64: "uint64",
+    types_pb2.DT_FLOAT8_E5M2: "float8_e5m2",
+    types_pb2.DT_FLOAT8_E4M3FN: "float8_e4m3fn",
+    types_pb2.DT_FLOAT8_E4M3FNUZ: "float8_e4m3fnuz",
+    types_pb2.DT_FLOAT8_E4M3B11FNUZ: "float8_e4m3b11fnuz",
+    types_pb2.DT_FLOAT8_E5M2FNUZ: "float8_e5m2fnuz",
+    types_pb2.DT_INT4: "int4",
+    types_pb2.DT_UINT4: "uint4",
+    types_pb2.DT_INT2: "int2",
+    types_pb2.DT_UINT2: "uint2",
+    types_pb2.DT_FLOAT4_E2M1FN: "float4_e2m1fn",
+}
+
+
+def _quantized(name: str, base: type[np.generic]) -> np.dtype[Any]:
+    """TF's numpy stand-in for a quantized type: a one-field record (`dtypes._np_qint8` and friends)."""
+    return np.dtype([(name, base)])
+
+
+# The numpy dtype TF feeds and fetches for each DataType (`tf.as_dtype(dt).as_numpy_dtype`).
+_NUMPY: dict[int, np.dtype[Any]] = {
+    types_pb2.DT_FLOAT: np.dtype(np.float32),
+    types_pb2.DT_DOUBLE: np.dtype(np.float64),
+    types_pb2.DT_INT32: np.dtype(np.int32),
+    types_pb2.DT_UINT8: np.dtype(np.uint8),
+    types_pb2.DT_INT16: np.dtype(np.int16),
+    types_pb2.DT_INT8: np.dtype(np.int8),
+    types_pb2.DT_STRING: np.dtype(object),
+    types_pb2.DT_COMPLEX64: np.dtype(np.complex64),
+    types_pb2.DT_INT64: np.dtype(np.int64),
+    types_pb2.DT_BOOL: np.dtype(np.bool_),
+    types_pb2.DT_QINT8: _quantized("qint8", np.int8),
+    types_pb2.DT_QUINT8: _quantized("quint8", np.uint8),
+    types_pb2.DT_QINT32: _quantized("qint32", np.int32),
+    types_pb2.DT_BFLOAT16: np.dtype(ml_dtypes.bfloat16),
+    types_pb2.DT_QINT16: _quantized("qint16", np.int16),
+    types_pb2.DT_QUINT16: _quantized("quint16", np.uint16),
+    types_pb2.DT_UINT16: np.dtype(np.uint16),
+    types_pb2.DT_COMPLEX128: np.dtype(np.complex128),
+    types_pb2.DT_HALF: np.dtype(np.float16),
+    types_pb2.DT_UINT32: np.dtype(np.uint32),
+    types_pb2.DT_UINT64: np.dtype(np.uint64),
+    types_pb2.DT_FLOAT8_E5M2: np.dtype(ml_dtypes.float8_e5m2),
+    types_pb2.DT_FLOAT8_E4M3FN: np.dtype(ml_dtypes.float8_e4m3fn),
+    types_pb2.DT_FLOAT8_E4M3FNUZ: np.dtype(ml_dtypes.float8_e4m3fnuz),
+    types_pb2.DT_FLOAT8_E4M3B11FNUZ: np.dtype(ml_dtypes.float8_e4m3b11fnuz),
+    types_pb2.DT_FLOAT8_E5M2FNUZ: np.dtype(ml_dtypes.float8_e5m2fnuz),
+    types_pb2.DT_INT4: np.dtype(ml_dtypes.int4),
+    types_pb2.DT_UINT4: np.dtype(ml_dtypes.uint4),
+    types_pb2.DT_INT2: np.dtype(ml_dtypes.int2),
+    types_pb2.DT_UINT2: np.dtype(ml_dtypes.uint2),
+    types_pb2.DT_FLOAT4_E2M1FN: np.dtype(ml_dtypes.float4_e2m1fn),
+}
+_DATA_TYPE: dict[np.dtype[Any], int] = {v: k for k, v in _NUMPY.items() if k != types_pb2.DT_STRING}
+
+
+@dataclass(frozen=True)
+class _Field:
+    """Where AsProtoField puts a dtype (`ProtoHelper<T>` in tensor.cc).
+
+    `wire` is the proto field's element type. `carrier`, when set, is the integer type whose bits the
+    tensor holds (half_val keeps bit patterns; a quantized type is a record around one): values are
+    cast to it, wrapping like the C++ `static_cast`, then reinterpreted. Without a carrier values are
+    cast straight to the tensor's type (the sub-byte ints wrap there). `tag` is set for packed fields
+    whose wire bytes are the array's raw little-endian bytes, so `from_ndarray` appends them with one
+    parse instead of element by element.
+    """
+
+    name: str
+    wire: np.dtype[Any]
+    carrier: np.dtype[Any] | None = None
+    tag: bytes = b""
+
+
+def _ints(carrier: type[np.generic] | None = None) -> _Field:
+    return _Field("int_val", np.dtype(np.int32), None if carrier is None else np.dtype(carrier))
+
+
+_FLOAT8 = _Field("float8_val", np.dtype(np.uint8))
+_FIELDS: dict[int, _Field] = {
+    types_pb2.DT_FLOAT: _Field("float_val", np.dtype("<f4"), tag=b"\x2a"),
+    types_pb2.DT_DOUBLE: _Field("double_val", np.dtype("<f8"), tag=b"\x32"),
+    types_pb2.DT_COMPLEX64: _Field("scomplex_val", np.dtype("<f4"), tag=b"\x4a"),
+    types_pb2.DT_COMPLEX128: _Field("dcomplex_val", np.dtype("<f8"), tag=b"\x62"),
+    types_pb2.DT_BOOL: _Field("bool_val", np.dtype(np.bool_), tag=b"\x5a"),  # 0/1 are one-byte varints
+    types_pb2.DT_INT64: _Field("int64_val", np.dtype(np.int64)),
+    types_pb2.DT_UINT32: _Field("uint32_val", np.dtype(np.uint32)),
+    types_pb2.DT_UINT64: _Field("uint64_val", np.dtype(np.uint64)),
+    types_pb2.DT_STRING: _Field("string_val", np.dtype(object)),
+    types_pb2.DT_HALF: _Field("half_val", np.dtype(np.int32), np.dtype(np.uint16)),
+    types_pb2.DT_BFLOAT16: _Field("half_val", np.dtype(np.int32), np.dtype(np.uint16)),
+    types_pb2.DT_INT32: _ints(),
+    types_pb2.DT_UINT8: _ints(),
+    types_pb2.DT_INT16: _ints(),
+    types_pb2.DT_INT8: _ints(),
+    types_pb2.DT_UINT16: _ints(),
+    types_pb2.DT_QINT8: _ints(np.int8),
+    types_pb2.DT_QUINT8: _ints(np.uint8),
+    types_pb2.DT_QINT16: _ints(np.int16),
+    types_pb2.DT_QUINT16: _ints(np.uint16),
+    types_pb2.DT_QINT32: _ints(np.int32),
+    types_pb2.DT_INT4: _ints(),
+    types_pb2.DT_UINT4: _ints(),
+    types_pb2.DT_INT2: _ints(),
+    types_pb2.DT_UINT2: _ints(),
+    types_pb2.DT_FLOAT8_E5M2: _FLOAT8,
+    types_pb2.DT_FLOAT8_E4M3FN: _FLOAT8,
+    types_pb2.DT_FLOAT8_E4M3FNUZ: _FLOAT8,
+    types_pb2.DT_FLOAT8_E4M3B11FNUZ: _FLOAT8,
+    types_pb2.DT_FLOAT8_E5M2FNUZ: _FLOAT8,
+    types_pb2.DT_FLOAT4_E2M1FN: _FLOAT8,
+}
+_COMPLEX = frozenset({types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128})
+
+
+def dtype_name(dtype: int) -> str:
+    """TF's `DataTypeString`: `float`, `int32`, `half`, `float_ref`, `unknown dtype enum (99)`."""
+    if dtype > _REF_OFFSET:
+        return _base_name(dtype - _REF_OFFSET) + "_ref"
+    return _base_name(dtype)
+
+
+def _base_name(dtype: int) -> str:
+    return _NAMES.get(dtype, f"unknown dtype enum ({dtype})")
+
+
+def numpy_dtype(dtype: int) -> np.dtype[Any]:
+    """The numpy dtype that feeds TF a tensor of `dtype`; DT_STRING is `object` (elements are bytes)."""
+    try:
+        return _NUMPY[dtype]
+    except KeyError:
+        raise TensorConversionError(f"unsupported tensor dtype: {dtype_name(dtype)}") from None
+
+
+def data_type_of(array: npt.NDArray[Any]) -> int:
+    """The DataType of a numpy array; object, bytes and str arrays are DT_STRING."""
+    dtype = array.dtype
+    if dtype.kind in "OSU":
+        return int(types_pb2.DT_STRING)
+    if dtype.byteorder not in "=|":
+        dtype = dtype.newbyteorder("=")
+    try:
+        return _DATA_TYPE[dtype]
+    except KeyError:
+        raise TensorConversionError(f"numpy dtype {dtype} has no TensorFlow DataType") from None
+
+
+def to_ndarray(proto: tensor_pb2.TensorProto, *, max_elements: int = MAX_ELEMENTS) -> npt.NDArray[Any]:
+    """The array TF's `Tensor::FromProto` builds from `proto` (writable; strings as an object array of bytes).
+
+    The element count comes from the shape alone and is checked against `max_elements` before
+    anything is allocated. Typed fields follow TF: no values -> zeros, fewer values than elements ->
+    the last value repeats, more values -> the extra ones are ignored; integers wrap like a C cast.
+    """
+    shape, count = _shape(proto.tensor_shape)
+    if count > max_elements:
+        raise TensorConversionError(f"tensor has {count} elements, more than the limit of {max_elements}")
+    dtype = proto.dtype
+    target = numpy_dtype(dtype)
+    if count == 0:
+        return np.empty(shape, target)
+    content = proto.tensor_content
+    if dtype == types_pb2.DT_STRING:
+        items = _decode_string_list(content, count) if content else list(proto.string_val[:count])
+        flat = _fill(_object_array(items), count, b"")
+    elif content:
+        flat = _from_content(content, target, count)
+    else:
+        flat = _fill(_field_values(proto, dtype, target), count, 0)
+    return flat.reshape(shape)
+
+
+def from_ndarray(
+    array: npt.NDArray[Any], dtype: int | None = None, *, as_content: bool = False
+) -> tensor_pb2.TensorProto:
+    """A TensorProto of `array` as TF's `AsProtoField` writes it, or `AsProtoTensorContent` if `as_content`.
+
+    `dtype` defaults to `data_type_of(array)`; another dtype casts the array first. Strings may be
+    bytes or str (encoded as UTF-8); with `as_content` they are varint-framed in `tensor_content`.
+    """
+    array = np.asarray(array)
+    data_type = data_type_of(array) if dtype is None else dtype
+    target = numpy_dtype(data_type)
+    proto = tensor_pb2.TensorProto(dtype=data_type)
+    proto.tensor_shape.SetInParent()  # a scalar's shape is present and empty
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
+    if array.size == 0:
+        return proto
+    if data_type == types_pb2.DT_STRING:
+        items = _string_items(array)
+        if as_content:
+            proto.tensor_content = _encode_string_list(items)
+        else:
+            proto.string_val.extend(items)
+        return proto
+    array = _cast(array, target)
+    if as_content:
+        proto.tensor_content = array.tobytes()
+    else:
+        _write_field(proto, data_type, array)
+    return proto
+
+
+def _shape(shape_proto: Any) -> tuple[tuple[int, ...], int]:
+    """Dims and element count, valid as `TensorShape::IsValid` sees it (`unknown_rank` is ignored, as in TF)."""
+    dims = tuple(dim.size for dim in shape_proto.dim)
+    if len(dims) > _MAX_DIMS:
+        raise TensorConversionError(f"tensor shape has {len(dims)} dimensions, more than {_MAX_DIMS}")
+    count = 1
+    for size in dims:
+        if size < 0:
+            raise TensorConversionError(f"tensor shape {list(dims)} has an unknown or negative dimension")
+        count *= size
+        if count > _INT64_MAX:
+            raise TensorConversionError(f"tensor shape {list(dims)} has too many elements")
+    return dims, count
+
+
+def _from_content(content: bytes, target: np.dtype[Any], count: int) -> Array:
+    expected = count * target.itemsize
+    if len(content) != expected:
+        raise TensorConversionError(
+            f"tensor_content has {len(content)} bytes, expected {expected} for {count} elements"
+        )
+    return np.frombuffer(content, target.newbyteorder("<"), count).astype(target)
+
+
+def _field_values(proto: tensor_pb2.TensorProto, dtype: int, target: np.dtype[Any]) -> Array:
+    """The typed field's values as elements of `target`, however many there are."""
+    field = _FIELDS[dtype]
+    raw = getattr(proto, field.name)
+    if field is _FLOAT8:
+        return np.frombuffer(raw, np.uint8).view(target).copy()
+    values = np.array(raw, field.wire)
+    if dtype in _COMPLEX:  # pairs (real, imag); an odd trailing value is ignored
+        return values[: len(values) // 2 * 2].view(target)
+    if field.carrier is None:
+        return values.astype(target, copy=False)
+    return values.astype(field.carrier).view(target)
+
+
+def _fill(values: Array, count: int, zero: Any) -> Array:
+    """`FromProtoField`: take `count` values, repeat the last one if short, `zero` if there are none."""
+    have = len(values)
+    if have >= count:
+        return values[:count]
+    out = np.empty(count, values.dtype)
+    if have == 0:
+        out[:] = zero
+    else:
+        out[:have] = values
+        out[have:] = values[-1]
+    return out
+
+
+def _cast(array: Array, target: np.dtype[Any]) -> Array:
+    """`array` as contiguous little-endian `target`."""
+    little = target.newbyteorder("<")
+    if array.dtype == little and array.flags.c_contiguous:
+        return array
+    try:
+        return np.ascontiguousarray(array.astype(little))
+    except (TypeError, ValueError) as exc:
+        raise TensorConversionError(f"cannot convert a {array.dtype} array to {target}: {exc}") from None
+
+
+def _write_field(proto: tensor_pb2.TensorProto, dtype: int, array: Array) -> None:
+    field = _FIELDS[dtype]
+    if field.tag:
+        raw = array.view(np.uint8).astype(np.bool_) if dtype == types_pb2.DT_BOOL else array
+        data = raw.tobytes()
+        proto.MergeFromString(field.tag + _varint(len(data)) + data)  # one packed record: a memcpy in upb
+    elif field is _FLOAT8:
+        proto.float8_val = array.tobytes()
+    else:
+        bits = array if field.carrier is None else array.view(field.carrier)
+        getattr(proto, field.name).extend(bits.astype(field.wire).ravel().tolist())
+
+
+def _string_items(array: Array) -> list[bytes]:
+    return [_as_bytes(item) for item in array.ravel().tolist()]
+
+
+def _as_bytes(item: object) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, str):
+        return item.encode()
+    raise TensorConversionError(f"string tensor element {item!r} is neither bytes nor str")
+
+
+def _object_array(items: list[bytes]) -> Array:
+    out = np.empty(len(items), object)
+    out[:] = items
+    return out
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _encode_string_list(items: list[bytes]) -> bytes:
+    """`port::EncodeStringList`: every length as a varint32, then every string."""
+    return b"".join([_varint(len(item)) for item in items] + items)
+
+
+def _decode_string_list(content: bytes, count: int) -> list[bytes]:
+    """`port::DecodeStringList`: `count` varint32 lengths, then exactly that many bytes of strings."""
+    if len(content) < count:  # every length takes at least a byte: reject before the loop
+        raise TensorConversionError(
+            f"string tensor_content of {len(content)} bytes cannot hold {count} strings"
+        )
+    sizes = []
+    pos = 0
+    for _ in range(count):
+        size, pos = _read_varint32(content, pos)
+        sizes.append(size)
+    if sum(sizes) != len(content) - pos:
+        raise TensorConversionError("string tensor_content lengths do not add up to its size")
+    bounds = itertools.accumulate(sizes, initial=pos)
+    return [content[start:end] for start, end in itertools.pairwise(bounds)]
+
+
+def _read_varint32(data: bytes, pos: int) -> tuple[int, int]:
+    """`core::GetVarint32`: at most five bytes, the value kept to 32 bits."""
+    value = 0
+    for shift in range(0, 35, 7):
+        if pos >= len(data):
+            break
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value & 0xFFFFFFFF, pos
+    raise TensorConversionError("string tensor_content has a malformed length")
