@@ -166,13 +166,17 @@ async def run_predict(
     signature_name: str,
     inputs: Mapping[str, InputValue],
     output_filter: Sequence[str] = (),
+    *,
+    deadline: float | None = None,
 ) -> Prediction:
     """PreProcessPrediction + Session.Run + aliases; the caller holds a reference to `servable`."""
     signature = predict_signature(servable, signature_name)
     _check_input_size(signature, inputs)
     feeds = feeds_for(signature, inputs, core.max_tensor_elements)
     aliases = outputs_for(signature, output_filter)
-    fetched = await core.batcher.submit(servable, feeds, [signature.outputs[a].name for a in aliases])
+    fetched = await core.batcher.submit(
+        servable, feeds, [signature.outputs[a].name for a in aliases], deadline=deadline
+    )
     if len(fetched) != len(aliases):
         raise ServingError(Code.UNKNOWN, "Predict internal error")
     dtypes = {a: base_dtype(signature.outputs[a].dtype) for a in aliases}
@@ -187,13 +191,16 @@ def output_tensor(array: Array, dtype: int, as_content: bool) -> tensor_pb2.Tens
     return tensors.from_ndarray(array, dtype, as_content=as_content)
 
 
-async def predict(core: Core, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+async def predict(
+    core: Core, request: predict_pb2.PredictRequest, *, deadline: float | None = None
+) -> predict_pb2.PredictResponse:
     if not request.HasField("model_spec"):
         raise invalid_argument("Missing ModelSpec")
     servable = acquire(core, target_of(request.model_spec))
     try:
         result = await run_predict(
-            core, servable, request.model_spec.signature_name, request.inputs, request.output_filter
+            core, servable, request.model_spec.signature_name, request.inputs, request.output_filter,
+            deadline=deadline,
         )
     finally:
         servable.release()
