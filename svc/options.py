@@ -1,9 +1,9 @@
 """Server options (`tensorflow_model_server`'s flags) and the text-format config files they name.
 
-Mirrors `model_servers/main.cc` (the flags), `server.h` / `server.cc` (`Server::Options` defaults and the checks
-of `Server::BuildAndStart`) and `server_core.cc` (`ServerCore::ReloadConfig`'s config validation). Everything
-here is pure: functions read the files an option names and return protobuf messages or raise `ServingError`
-with TF Serving's message texts. Nothing imports TensorFlow.
+Mirrors `model_servers/main.cc` (the flags), `server.h` / `server.cc` (`Server::Options` defaults and the
+checks of `Server::BuildAndStart`) and `server_core.cc` (`ServerCore::ReloadConfig`'s config validation).
+Everything here is pure: functions read the files an option names and return protobuf messages or raise
+`ServingError` with TF Serving's message texts. Nothing imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -194,9 +194,10 @@ def ignored_flags(options: Options) -> list[str]:
 def parse_text_config(source: Path | str, message_class: type[_M]) -> _M:
     """Parse a text-format message: `source` is a file when it is a `Path`, the text itself when a `str`.
 
-    Errors: the file cannot be read -> NOT_FOUND / PERMISSION_DENIED / UNKNOWN `<path>; <reason>` (TF's file
-    errors); bad text -> INVALID_ARGUMENT `Error parsing text-format <full message name>: <line>:<col> : <what>`
-    (protobuf's own text, as TF Serving logs it), followed by ` (file: <path>)` for a file.
+    Errors: the file cannot be read -> NOT_FOUND / PERMISSION_DENIED / UNKNOWN `<path>; <reason>` (TF's
+    file errors); bad text -> INVALID_ARGUMENT
+    `Error parsing text-format <full message name>: <line>:<col> : <what>` (protobuf's own text, as TF
+    Serving logs it), followed by ` (file: <path>)` for a file.
     """
     suffix = ""
     if isinstance(source, Path):
@@ -241,7 +242,7 @@ _URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9.]*://")
 
 
 def is_absolute_path_or_uri(base_path: str) -> bool:
-    """TF's `!UriIsRelativePath`: `scheme://...` (scheme `[A-Za-z][A-Za-z0-9.]*`) or a path starting with `/`."""
+    """TF's `!UriIsRelativePath`: `scheme://...` (scheme `[A-Za-z][A-Za-z0-9.]*`) or a path from `/`."""
     return bool(_URI_SCHEME.match(base_path)) or base_path.startswith("/")
 
 
@@ -299,7 +300,8 @@ def validate_model_server_config(
     for model in models:
         if not is_absolute_path_or_uri(model.base_path):
             raise invalid_argument(
-                f"Expected model {model.name} to have an absolute path or URI; got base_path()={model.base_path}"
+                f"Expected model {model.name} to have an absolute path or URI; "
+                f"got base_path()={model.base_path}"
             )
     if previous is not None and previous_kind == "model_config_list":
         old_platforms = {model.name: model_platform(model) for model in previous.model_config_list.config}
@@ -408,8 +410,8 @@ def validate_options(options: Options) -> None:
     ):
         raise invalid_argument(
             "Either configure server_options.tensorflow_session_parallelism or "
-            "(server_options.tensorflow_intra_op_parallelism, server_options.tensorflow_inter_op_parallelism) "
-            "separately. You cannot configure all."
+            "(server_options.tensorflow_intra_op_parallelism, "
+            "server_options.tensorflow_inter_op_parallelism) separately. You cannot configure all."
         )
     validate_model_server_config(config)
     ssl_config(options)
