@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeAlias
 
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
@@ -16,9 +17,11 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_pb2,
     predict_pb2,
 )
+from tensorflow_serving.config import model_server_config_pb2
 
 from svc import tensors
 from svc.batcher import Batcher
@@ -32,6 +35,10 @@ SIGNATURE_DEF_FIELD = "signature_def"
 MAX_TENSOR_ELEMENTS = 2**31 - 1
 
 
+class Reloader(Protocol):
+    async def reload(self, config: model_server_config_pb2.ModelServerConfig, *, request: bool = False) -> None: ...
+
+
 @dataclass(slots=True)
 class Core:
     """What the request implementations need; one per server."""
@@ -41,6 +48,7 @@ class Core:
     batcher: Batcher
     tensor_content: bool = False
     max_tensor_elements: int = MAX_TENSOR_ELEMENTS
+    reloader: Reloader | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +92,7 @@ def base_dtype(dtype: int) -> int:
     return dtype - 100 if dtype > 100 else dtype
 
 
-InputValue = tensor_pb2.TensorProto | Array
+InputValue: TypeAlias = tensor_pb2.TensorProto | Array
 
 
 def _check_input_size(signature: meta_graph_pb2.SignatureDef, inputs: Mapping[str, InputValue]) -> None:
@@ -262,4 +270,16 @@ def get_model_status(
         entry.state = int(status.state)
         entry.status.error_code = int(status.code)
         entry.status.error_message = status.message
+    return response
+
+
+async def reload_config(
+    core: Core, request: model_management_pb2.ReloadConfigRequest
+) -> model_management_pb2.ReloadConfigResponse:
+    """ModelService.HandleReloadConfigRequest: answers once the added models are AVAILABLE or failed."""
+    if core.reloader is None:
+        raise ServingError(Code.UNIMPLEMENTED, "Config reload is not available")
+    await core.reloader.reload(request.config, request=True)
+    response = model_management_pb2.ReloadConfigResponse()
+    response.status.error_code = Code.OK
     return response

@@ -1,9 +1,14 @@
-"""ConfigWatcher: turns the ModelServerConfig into the models the poller watches, and re-reads it.
+"""ConfigWatcher: applies ModelServerConfigs — at start, on `HandleReloadConfigRequest`, and when the config
+file changes — and hands the poller the models to watch.
 
-Mirrors TF Serving's `ServerCore::ReloadConfig` entry points: the config file is read at start and, with
-`--model_config_file_poll_wait_seconds` > 0, re-read every N seconds; a changed, valid config replaces the
-old one whole (models left out are unloaded). A file that fails to parse or validate is logged and ignored,
-as TF Serving does (`Failed to read ModelServerConfig file: ...`).
+Mirrors TF Serving's `ServerCore::ReloadConfig`: validate the transition, check the version labels, replace
+the old config whole (models left out are unloaded, new ones loaded, changed policies and labels applied),
+then wait until every newly added model is AVAILABLE or failed. With `--model_config_file_poll_wait_seconds`
+> 0 the file is re-read every N seconds; a file that fails to parse or validate is logged and ignored.
+
+Deliberate difference (tfs#1608): a label may name a version that is still loading; it resolves once that
+version is AVAILABLE. TF Serving refuses such a label unless
+`--allow_version_labels_for_unavailable_models`, which breaks start-up with labels in the config file.
 """
 
 from __future__ import annotations
@@ -12,15 +17,16 @@ from collections.abc import Callable
 
 import anyio
 from anyio.abc import ObjectSendStream
-from tensorflow_serving.config import model_server_config_pb2
 
-from svc.errors import ServingError
+from svc.errors import Code, ServingError, failed_precondition, invalid_argument
 from svc.logging import get_logger
 from svc.messages import ModelConfigs, ModelSource, VersionPolicy
+from svc.monitor import ModelsSettled, StateMonitor, Table
+from svc.options import ModelServerConfig as Config
+from svc.options import validate_model_server_config
+from svc.states import State
 
 log = get_logger(actor="config_watcher")
-
-Config = model_server_config_pb2.ModelServerConfig
 
 
 def model_sources(config: Config) -> ModelConfigs:
@@ -42,38 +48,95 @@ def model_sources(config: Config) -> ModelConfigs:
     return ModelConfigs(tuple(models))
 
 
+def model_names(config: Config) -> tuple[str, ...]:
+    return tuple(m.name for m in config.model_config_list.config)
+
+
+def check_labels(config: Config, previous: Config | None, table: Table, allow_unavailable: bool) -> None:
+    """TF Serving's `UpdateModelVersionLabelMap` check, plus labels for versions still loading."""
+    old_labels: dict[tuple[str, str], int] = {}
+    if previous is not None:
+        for model in previous.model_config_list.config:
+            for label, version in model.version_labels.items():
+                old_labels[(model.name, label)] = version
+    for model in config.model_config_list.config:
+        versions = table.get(model.name, {})
+        for label, version in sorted(model.version_labels.items()):
+            state = versions[version].state if version in versions else None
+            if state in (State.AVAILABLE, State.START, State.LOADING):
+                continue
+            if allow_unavailable and old_labels.get((model.name, label), version) == version:
+                continue
+            raise failed_precondition(
+                f"Request to assign label to version {version} of model {model.name}, which is not "
+                "currently available for inference"
+            )
+
+
 class ConfigWatcher:
     def __init__(
         self,
         out: ObjectSendStream[ModelConfigs],
         initial: Config,
-        reload: Callable[[Config], Config] | None = None,
+        monitor: StateMonitor,
+        *,
+        read_file: Callable[[], Config] | None = None,
         poll_wait_seconds: float = 0,
+        allow_labels_for_unavailable: bool = False,
     ) -> None:
-        """`reload(previous)` re-reads and validates the file, raising ServingError on a bad one."""
         self._out = out
         self.current = initial
-        self._reload = reload
+        self._monitor = monitor
+        self._read_file = read_file
         self._poll_wait = poll_wait_seconds
+        self._allow_unavailable = allow_labels_for_unavailable
+        self._lock = anyio.Lock()
 
     async def run(self) -> None:
         async with self._out:
             await self._out.send(model_sources(self.current))
-            if self._reload is None or self._poll_wait <= 0:
+            if self._read_file is None or self._poll_wait <= 0:
                 await anyio.sleep_forever()
+            read_file = self._read_file
+            assert read_file is not None
             while True:
                 await anyio.sleep(self._poll_wait)
                 try:
-                    config = await anyio.to_thread.run_sync(self._reload, self.current)
+                    config = await anyio.to_thread.run_sync(read_file)
+                except ServingError as exc:
+                    log.error("model_config_read_failed", error=exc.message,
+                              message=f"Failed to read ModelServerConfig file: {exc.status_text()}")
+                    continue
+                if config == self.current:
+                    continue
+                try:
+                    await self.reload(config)
                 except ServingError as exc:
                     log.error("model_config_reload_failed", error=exc.message,
-                              message=f"Failed to read ModelServerConfig file: {exc.message}")
-                    continue
-                await self.apply(config)
+                              message=f"PollFilesystemAndReloadConfig failed to ReloadConfig: {exc.status_text()}")
 
-    async def apply(self, config: Config) -> None:
-        if config == self.current:
-            return
-        self.current = config
-        log.info("model_config_changed", models=[m.name for m in config.model_config_list.config])
-        await self._out.send(model_sources(config))
+    def check_startup_labels(self) -> None:
+        """Labels of the initial config, checked once the initial models are loaded (fixing tfs#1608)."""
+        check_labels(self.current, None, self._monitor.snapshot(), self._allow_unavailable)
+
+    async def reload(self, config: Config, *, request: bool = False) -> None:
+        """ReloadConfig: apply `config`, then wait for the models it adds. Raises ServingError."""
+        async with self._lock:
+            validate_model_server_config(config, self.current, reload_request=request)
+            if config == self.current:
+                return
+            for model in config.model_config_list.config:
+                if model.HasField("logging_config"):
+                    raise invalid_argument("No request-logger-creator provided.")
+            check_labels(config, self.current, self._monitor.snapshot(), self._allow_unavailable)
+            added = tuple(n for n in model_names(config) if n not in set(model_names(self.current)))
+            self.current = config
+            log.info("model_config_changed", models=list(model_names(config)), added=list(added))
+            await self._out.send(model_sources(config))
+        settled = ModelsSettled(added)
+        await self._monitor.wait_until(settled.done)
+        failures = settled.failures(self._monitor.snapshot())
+        if failures:
+            raise ServingError(
+                Code.UNKNOWN, f"{len(failures)} model(s) did not become available: {{{''.join(failures)}}}"
+            )

@@ -57,7 +57,7 @@ def _unimplemented(what: str) -> GRPCError:
     return GRPCError(Status.UNIMPLEMENTED, f"{what} is not implemented by this server yet")
 
 
-class PredictionService(prediction_service_grpc.PredictionServiceBase):  # type: ignore[misc]
+class PredictionService(prediction_service_grpc.PredictionServiceBase):
     def __init__(self, core: api.Core) -> None:
         self._core = core
 
@@ -83,7 +83,7 @@ class PredictionService(prediction_service_grpc.PredictionServiceBase):  # type:
         raise _unimplemented("MultiInference")
 
 
-class ModelService(model_service_grpc.ModelServiceBase):  # type: ignore[misc]
+class ModelService(model_service_grpc.ModelServiceBase):
     def __init__(self, core: api.Core) -> None:
         self._core = core
 
@@ -94,5 +94,4 @@ class ModelService(model_service_grpc.ModelServiceBase):  # type: ignore[misc]
         await _unary("GetModelStatus", stream, handle)
 
     async def HandleReloadConfigRequest(self, stream: Stream[Any, Any]) -> None:
-        await stream.recv_message()
-        raise _unimplemented("HandleReloadConfigRequest")
+        await _unary("HandleReloadConfigRequest", stream, lambda r: api.reload_config(self._core, r))

@@ -20,17 +20,17 @@ from starlette.routing import Route
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from svc import api, json_tensor
-from svc.errors import ServingError, http_status, invalid_argument
+from svc.errors import Code, ServingError, http_status, invalid_argument
 from svc.logging import get_logger
 from svc.servable import Servable
 
 log = get_logger(frontend="rest")
 
 _POST = re.compile(
-    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.I
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.IGNORECASE
 )
-_GET = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.I)
-_V1 = re.compile(r"/v1/.*", re.I | re.S)
+_GET = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.IGNORECASE)
+_V1 = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 _INT64_MAX = 2**63 - 1
 JSON = "application/json"
 
@@ -98,7 +98,7 @@ class RestApi:
                 return await self.predict(target, await read_body(request))
             if verb in ("classify", "regress"):
                 raise ServingError(
-                    api.Code.UNIMPLEMENTED, f"{verb} is not implemented by this server yet"
+                    Code.UNIMPLEMENTED, f"{verb} is not implemented by this server yet"
                 )
         elif method == "GET" and (m := _GET.fullmatch(path)):
             name, version, label, metadata = m.groups()

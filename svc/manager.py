@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import assert_never
 
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.abc import ObjectReceiveStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from svc.errors import Code
 from svc.logging import get_logger
@@ -55,8 +56,8 @@ class VersionManager:
     def __init__(
         self,
         inbox: ObjectReceiveStream[ManagerInbox],
-        loader: ObjectSendStream[LoaderInbox],
-        monitor: ObjectSendStream[ServableStateChanged],
+        loader: MemoryObjectSendStream[LoaderInbox],
+        monitor: MemoryObjectSendStream[ServableStateChanged],
         serving_map: ServingMapHolder,
         transition: str = AVAILABILITY_PRESERVING,
     ) -> None:

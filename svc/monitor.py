@@ -16,7 +16,7 @@ from anyio.abc import ObjectReceiveStream
 
 from svc.errors import Code
 from svc.logging import get_logger
-from svc.messages import ServableStateChanged
+from svc.messages import ServableId, ServableStateChanged
 from svc.states import State
 
 log = get_logger(actor="state_monitor")
@@ -67,3 +67,35 @@ class StateMonitor:
     async def wait_until(self, condition: Callable[[Table], bool]) -> None:
         while not condition(self.snapshot()):
             await self._changed.wait()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsSettled:
+    """TF Serving's wait after (re)configuration: every named model has a version AVAILABLE, or its load
+    ended (END) with nothing AVAILABLE and nothing still loading (`ServerCore::WaitUntilModelsAvailable`)."""
+
+    names: tuple[str, ...]
+
+    def done(self, table: Table) -> bool:
+        for name in self.names:
+            states = {s.state for s in table.get(name, {}).values()}
+            if State.AVAILABLE in states:
+                continue
+            if State.END not in states or states & {State.START, State.LOADING}:
+                return False
+        return True
+
+    def failures(self, table: Table) -> list[str]:
+        """One `{name: N version: V} due to error: CODE: message}, ` item per model that failed."""
+        failed = []
+        for name in self.names:
+            versions = table.get(name, {})
+            if any(s.state is State.AVAILABLE for s in versions.values()):
+                continue
+            for version, status in versions.items():
+                if status.code is not Code.OK:
+                    failed.append(
+                        f"{ServableId(name, version)} due to error: {status.code.name}: {status.message}}}, "
+                    )
+                    break
+        return failed

@@ -13,12 +13,12 @@ import os
 import signal
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import anyio
 from anyio.abc import TaskGroup
 
-from svc import api, options as opts
+from svc import api
+from svc import options as opts
 from svc.batcher import Batcher
 from svc.config_watcher import ConfigWatcher
 from svc.errors import Code, ServingError
@@ -26,49 +26,16 @@ from svc.loader_pool import LoaderPool, RetryPolicy
 from svc.logging import configure_logging, get_logger
 from svc.manager import VersionManager
 from svc.messages import LoaderInbox, ManagerInbox, ModelConfigs, ServableId, ServableStateChanged
-from svc.monitor import StateMonitor, Table
+from svc.monitor import ModelsSettled, StateMonitor
 from svc.poller import StoragePoller
 from svc.servable import Servable, load, session_config
 from svc.serving_map import ServingMapHolder
-from svc.states import State
 
 log = get_logger(actor="supervisor")
 
 
 class StartupError(Exception):
     """The initial models could not be served: TF Serving's `Failed to start server` case."""
-
-
-@dataclass(frozen=True, slots=True)
-class InitialLoad:
-    """The startup condition of TF Serving's ServerCore: every model has a version AVAILABLE or END."""
-
-    names: tuple[str, ...]
-
-    def done(self, table: Table) -> bool:
-        for name in self.names:
-            versions = table.get(name, {})
-            if not any(s.state in (State.AVAILABLE, State.END) for s in versions.values()):
-                return False
-            if not any(s.state is State.AVAILABLE for s in versions.values()) and any(
-                s.state in (State.START, State.LOADING) for s in versions.values()
-            ):
-                return False
-        return True
-
-    def failures(self, table: Table) -> list[str]:
-        failed = []
-        for name in self.names:
-            versions = table.get(name, {})
-            if any(s.state is State.AVAILABLE for s in versions.values()):
-                continue
-            for version, status in versions.items():
-                if status.code is not Code.OK:
-                    failed.append(
-                        f"{ServableId(name, version)} due to error: {status.code.name}: {status.message}}}, "
-                    )
-                    break
-        return failed
 
 
 def bind_tcp(host: str, port: int) -> socket.socket:
@@ -133,29 +100,39 @@ async def serve(options: opts.Options) -> int:
     )
     pool.set_load_threads(options.num_initial_load_threads)
     poller = StoragePoller(configs_recv, manager_send, options.file_system_poll_wait_seconds)
-    reload = None
+    read_file = None
     if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
-        def reload(previous: opts.ModelServerConfig) -> opts.ModelServerConfig:
-            fresh = opts.model_server_config(options)
-            opts.validate_model_server_config(fresh, previous)
-            return fresh
-    watcher = ConfigWatcher(configs_send, config, reload, options.model_config_file_poll_wait_seconds)
+        def read_file() -> opts.ModelServerConfig:
+            return opts.model_server_config(options)
+    watcher = ConfigWatcher(
+        configs_send,
+        config,
+        monitor,
+        read_file=read_file,
+        poll_wait_seconds=options.model_config_file_poll_wait_seconds,
+        allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models,
+    )
     core = api.Core(
         serving_map=serving_map,
         monitor=monitor,
         batcher=Batcher(_inference_threads(options)),
         tensor_content=options.enable_serialization_as_tensor_content,
+        reloader=watcher,
     )
 
     async with anyio.create_task_group() as tg:
         for actor in (monitor.run, manager.run, pool.run, poller.run, watcher.run):
             tg.start_soon(actor)
-        initial = InitialLoad(names)
+        initial = ModelsSettled(names)
         await monitor.wait_until(initial.done)
         failures = initial.failures(monitor.snapshot())
         if failures:
             message = f"{len(failures)} servable(s) did not become available: {{{''.join(failures)}}}"
             raise StartupError(ServingError(Code.UNKNOWN, message).status_text())
+        try:
+            watcher.check_startup_labels()
+        except ServingError as exc:
+            raise StartupError(exc.status_text()) from exc
         pool.set_load_threads(options.num_load_threads)
         await _run_frontends(tg, options, core)
         tg.cancel_scope.cancel()
