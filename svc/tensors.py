@@ -3,7 +3,8 @@
 Mirrors `tensorflow/core/framework/tensor.cc`: `to_ndarray` is `Tensor::FromProto` (raw `tensor_content`,
 varint-framed string content, or the typed `*_val` field with TF's fill rule), `from_ndarray` is
 `Tensor::AsProtoField` / `Tensor::AsProtoTensorContent`; `dtype_name` is `DataTypeString` (`types.cc`).
-Pure: numpy, ml_dtypes and the generated protobuf classes only, never TensorFlow itself.
+Pure functions over numpy, ml_dtypes and TF's generated protobuf classes; no TensorFlow op runs here
+(importing `tensorflow.core.framework` does execute the `tensorflow` package's `__init__`, though).
 """
 
 from __future__ import annotations
