@@ -7,6 +7,7 @@ protocol the request came in on. Frontends only translate wire formats and call 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
@@ -26,13 +27,15 @@ from tensorflow_serving.config import model_server_config_pb2
 from svc import tensors
 from svc.batcher import Batcher
 from svc.errors import Code, ServingError, failed_precondition, invalid_argument, not_found
+from svc.metrics import Metrics
 from svc.monitor import StateMonitor
+from svc.request_log import current_request
 from svc.servable import Array, Servable
 from svc.serving_map import ServingMapHolder
 
 DEFAULT_SIGNATURE = "serving_default"
 SIGNATURE_DEF_FIELD = "signature_def"
-MAX_TENSOR_ELEMENTS = 2**31 - 1
+MAX_TENSOR_ELEMENTS = 2**27  # ~134M elements: a TensorProto claiming more is refused before allocation
 
 
 class Reloader(Protocol):
@@ -49,6 +52,7 @@ class Core:
     tensor_content: bool = False
     max_tensor_elements: int = MAX_TENSOR_ELEMENTS
     reloader: Reloader | None = None
+    metrics: Metrics | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +77,11 @@ def target_of(spec: model_pb2.ModelSpec) -> Target:
 
 
 def acquire(core: Core, target: Target) -> Servable:
-    return core.serving_map.current.acquire(target.name, target.version, target.label)
+    servable = core.serving_map.current.acquire(target.name, target.version, target.label)
+    record = current_request.get()
+    if record is not None:
+        record.version = servable.version
+    return servable
 
 
 def signature_name_or_default(name: str) -> str:
@@ -180,11 +188,17 @@ async def run_predict(
     """PreProcessPrediction + Session.Run + aliases; the caller holds a reference to `servable`."""
     signature = predict_signature(servable, signature_name)
     _check_input_size(signature, inputs)
+    record = current_request.get()
+    if record is not None:
+        record.signature = signature_name_or_default(signature_name)
     feeds = feeds_for(signature, inputs, core.max_tensor_elements)
     aliases = outputs_for(signature, output_filter)
+    started = time.perf_counter()
     fetched = await core.batcher.submit(
         servable, feeds, [signature.outputs[a].name for a in aliases], deadline=deadline
     )
+    if core.metrics is not None:
+        core.metrics.runtime(servable.name, "Predict", time.perf_counter() - started)
     if len(fetched) != len(aliases):
         raise ServingError(Code.UNKNOWN, "Predict internal error")
     dtypes = {a: base_dtype(signature.outputs[a].dtype) for a in aliases}

@@ -3,95 +3,150 @@
 Service bases are the grpclib stubs that `make proto` generates from tensorflow-serving-api's own
 descriptors; messages are the official protobuf classes. Each method translates the call into `svc.api`
 and `ServingError` into a gRPC status, once, here (TF Serving's `model_servers/prediction_service_impl.cc`,
-`model_service_impl.cc`).
+`model_service_impl.cc`). Every call gets a request record (id from `x-request-id` metadata, returned in the
+initial metadata), one `request_finished` line and its metrics; a gRPC deadline bounds its whole stay.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
+import anyio
 from grpclib import GRPCError
 from grpclib.const import Status
+from grpclib.encoding.proto import ProtoCodec
 from grpclib.server import Stream
 
 from svc import api
 from svc._proto.tensorflow_serving.apis import model_service_grpc, prediction_service_grpc
 from svc.errors import Code, ServingError, grpc_message
 from svc.logging import get_logger
+from svc.request_log import REQUEST_ID_HEADER, RequestLog
 
 log = get_logger(frontend="grpc")
 
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
+# TF Serving records its request metrics for these gRPC methods only.
+_TF_APIS = {"Predict", "Classify", "Regress"}
+
+Handler = Callable[[Any, float | None], Awaitable[Any]]
 
 
 def grpc_error(exc: ServingError) -> GRPCError:
     return GRPCError(Status(int(exc.code)), grpc_message(exc.message))
 
 
-async def _unary(
-    method: str, stream: Stream[Req, Resp], handler: Callable[[Req], Awaitable[Resp]]
-) -> None:
-    request = await stream.recv_message()
-    assert request is not None
-    started = time.perf_counter()
-    status = Code.OK
-    try:
-        response = await handler(request)
-    except ServingError as exc:
-        status = exc.code
-        raise grpc_error(exc) from None
-    except Exception:
-        status = Code.INTERNAL
-        log.exception("request_crashed", api=method)
-        raise GRPCError(Status.INTERNAL, "Internal error") from None
-    finally:
-        log.debug("request_finished", api=method, status=status.name,
-                  latency_ms=round((time.perf_counter() - started) * 1000, 3))
-    await stream.send_message(response)
+class RequestLimitCodec(ProtoCodec):
+    """Refuses a request message above `--max_request_bytes` before parsing it."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        if len(data) > self._max_bytes:
+            raise GRPCError(
+                Status.RESOURCE_EXHAUSTED,
+                f"Request message of {len(data)} bytes is larger than the limit of {self._max_bytes} bytes",
+            )
+        return super().decode(data, message_type)
 
 
-def _unimplemented(what: str) -> GRPCError:
-    return GRPCError(Status.UNIMPLEMENTED, f"{what} is not implemented by this server yet")
+@dataclass
+class Frontend:
+    """What every gRPC method shares: the core, the request log, and the drain gate."""
+
+    core: api.Core
+    requests: RequestLog
+    accepting: bool = True
+    inflight: int = 0
+    _idle: anyio.Event | None = None
+
+    async def unary(self, method: str, stream: Stream[Any, Any], handler: Handler) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        metadata = dict(stream.metadata or {})
+        name = request.model_spec.name if hasattr(request, "model_spec") else ""
+        record = self.requests.start("grpc", method, _text(metadata.get(REQUEST_ID_HEADER)), model=name)
+        if method in _TF_APIS:
+            record.tf_api = method
+        if not self.accepting:
+            self.requests.finish(record, Code.UNAVAILABLE.name, "server is shutting down")
+            raise GRPCError(Status.UNAVAILABLE, "Server is shutting down")
+        deadline = None
+        if stream.deadline is not None:
+            deadline = anyio.current_time() + stream.deadline.time_remaining()
+        self.inflight += 1
+        code = Code.OK
+        try:
+            response = await handler(request, deadline)
+            await stream.send_initial_metadata(metadata={REQUEST_ID_HEADER: record.request_id})
+            await stream.send_message(response)
+        except ServingError as exc:
+            code = exc.code
+            self.requests.finish(record, code.name, exc.message)
+            raise grpc_error(exc) from None
+        except Exception:
+            code = Code.INTERNAL
+            log.exception("request_crashed", api=method, request_id=record.request_id)
+            self.requests.finish(record, code.name, "internal error")
+            raise GRPCError(Status.INTERNAL, "Internal error") from None
+        finally:
+            self.inflight -= 1
+            if not self.inflight and self._idle is not None:
+                self._idle.set()
+        self.requests.finish(record, code.name)
+
+    async def wait_idle(self) -> None:
+        """Wait until no call is in flight (new ones are refused once `accepting` is False)."""
+        if self.inflight:
+            self._idle = anyio.Event()
+            await self._idle.wait()
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return value if isinstance(value, str) else None
 
 
 class PredictionService(prediction_service_grpc.PredictionServiceBase):
-    def __init__(self, core: api.Core) -> None:
-        self._core = core
+    def __init__(self, frontend: Frontend) -> None:
+        self._f = frontend
 
     async def Predict(self, stream: Stream[Any, Any]) -> None:
-        await _unary("Predict", stream, lambda r: api.predict(self._core, r))
+        core = self._f.core
+        await self._f.unary("Predict", stream, lambda r, d: api.predict(core, r, deadline=d))
 
     async def GetModelMetadata(self, stream: Stream[Any, Any]) -> None:
-        async def handle(request: Any) -> Any:
-            return api.get_model_metadata(self._core, request)
+        async def handle(request: Any, deadline: float | None) -> Any:
+            return api.get_model_metadata(self._f.core, request)
 
-        await _unary("GetModelMetadata", stream, handle)
+        await self._f.unary("GetModelMetadata", stream, handle)
 
     async def Classify(self, stream: Stream[Any, Any]) -> None:
         await stream.recv_message()
-        raise _unimplemented("Classify")
+        raise GRPCError(Status.UNIMPLEMENTED, "Classify is not implemented by this server yet")
 
     async def Regress(self, stream: Stream[Any, Any]) -> None:
         await stream.recv_message()
-        raise _unimplemented("Regress")
+        raise GRPCError(Status.UNIMPLEMENTED, "Regress is not implemented by this server yet")
 
     async def MultiInference(self, stream: Stream[Any, Any]) -> None:
         await stream.recv_message()
-        raise _unimplemented("MultiInference")
+        raise GRPCError(Status.UNIMPLEMENTED, "MultiInference is not implemented by this server yet")
 
 
 class ModelService(model_service_grpc.ModelServiceBase):
-    def __init__(self, core: api.Core) -> None:
-        self._core = core
+    def __init__(self, frontend: Frontend) -> None:
+        self._f = frontend
 
     async def GetModelStatus(self, stream: Stream[Any, Any]) -> None:
-        async def handle(request: Any) -> Any:
-            return api.get_model_status(self._core, request)
+        async def handle(request: Any, deadline: float | None) -> Any:
+            return api.get_model_status(self._f.core, request)
 
-        await _unary("GetModelStatus", stream, handle)
+        await self._f.unary("GetModelStatus", stream, handle)
 
     async def HandleReloadConfigRequest(self, stream: Stream[Any, Any]) -> None:
-        await _unary("HandleReloadConfigRequest", stream, lambda r: api.reload_config(self._core, r))
+        core = self._f.core
+        await self._f.unary("HandleReloadConfigRequest", stream, lambda r, d: api.reload_config(core, r))

@@ -1,27 +1,35 @@
-"""The REST frontend: TF Serving's `/v1/models/...` API on starlette (served by hypercorn, HTTP/1.1 + h2c).
+"""The REST frontend: TF Serving's `/v1/models/...` API on starlette (served by hypercorn, HTTP/1.1 + h2c),
+plus the probes (`/livez`, `/readyz`) and the Prometheus page.
 
 Mirrors `model_servers/http_rest_api_handler.cc` and `http_server.cc`: the same URL regexes (matched on the
 raw path, query string included, case-insensitively), the same dispatch, status codes and `{"error": ...}`
-bodies. JSON <-> tensor conversion lives in `svc.json_tensor`; the request logic in `svc.api`.
+bodies, CORS preflight and headers, gzip request bodies. JSON <-> tensor conversion lives in
+`svc.json_tensor` / `svc.json_example`; the request logic in `svc.api`.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import unquote
 
+import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
-from svc import api, json_tensor
+from svc import api, json_example, json_tensor
 from svc.errors import Code, ServingError, http_status, invalid_argument
+from svc.health import Readiness
 from svc.logging import get_logger
+from svc.metrics import Metrics
+from svc.request_log import REQUEST_ID_HEADER, RequestLog, RequestRecord
 from svc.servable import Servable
 
 log = get_logger(frontend="rest")
@@ -31,16 +39,18 @@ _POST = re.compile(
 )
 _GET = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.IGNORECASE)
 _V1 = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
+_ORIGIN = re.compile(r"https?://")
 _INT64_MAX = 2**63 - 1
 JSON = "application/json"
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, GET",
+    "Access-Control-Allow-Headers": "Content-Type",
+}
 
 
 def json_response(body: bytes, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type=JSON)
-
-
-def error_response(exc: ServingError) -> Response:
-    return json_response(json_tensor.format_error(exc.message), http_status(exc.code))
 
 
 def _version(text: str | None) -> int | None:
@@ -56,19 +66,28 @@ def _decode(text: str | None) -> str | None:
     return None if text is None else unquote(text)
 
 
-async def read_body(request: Request) -> bytes:
-    body = await request.body()
-    if "gzip" in request.headers.get("content-encoding", "").lower():
-        try:
-            body = gzip.decompress(body)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise invalid_argument("Failed to decompress gzip request body") from exc
-    return body
+@dataclass
+class RestOptions:
+    cors: bool = False
+    timeout_ms: int = 30000
+    max_request_bytes: int = 64 * 1024 * 1024
+    metrics_path: str | None = None  # Prometheus page, when --monitoring_config_file enables it
+
+
+class RequestTooLarge(Exception):
+    pass
 
 
 class RestApi:
-    def __init__(self, core: api.Core) -> None:
+    def __init__(
+        self, core: api.Core, requests: RequestLog, readiness: Readiness, metrics: Metrics, options: RestOptions
+    ) -> None:
         self._core = core
+        self._requests = requests
+        self._readiness = readiness
+        self._metrics = metrics
+        self._options = options
+        self.accepting = True
 
     def app(self) -> Starlette:
         methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
@@ -76,40 +95,105 @@ class RestApi:
 
     async def dispatch(self, request: Request) -> Response:
         raw = request.scope.get("raw_path") or request.url.path.encode()
-        path = raw.decode("latin-1")
-        if request.url.query:
-            path = f"{path}?{request.url.query}"
-        if not _V1.fullmatch(path):
+        path = raw.decode("latin-1").split("?", 1)[0]
+        uri = f"{path}?{request.url.query}" if request.url.query else path
+        if path == "/livez":
+            return json_response(b'{"status": "alive"}\n')
+        if path == "/readyz":
+            return self.readyz()
+        if self._options.metrics_path is not None and path == self._options.metrics_path:
+            return self.prometheus(uri)
+        if not _V1.fullmatch(uri):
             return Response("Not Found", status_code=404, media_type="text/html")
-        try:
-            return await self._route(request, path)
-        except ServingError as exc:
-            return error_response(exc)
-        except Exception:
-            log.exception("request_crashed", path=path)
-            return json_response(json_tensor.format_error("Internal error"), 500)
+        response = await self._v1(request, uri)
+        if self._options.cors:
+            response.headers.update(CORS_HEADERS)
+        return response
 
-    async def _route(self, request: Request, path: str) -> Response:
+    async def _v1(self, request: Request, uri: str) -> Response:
+        record = self._requests.start("rest", request.method.lower(), request.headers.get(REQUEST_ID_HEADER))
+        record.tf_api = ""
+        code = Code.OK
+        error = ""
+        try:
+            if request.method == "OPTIONS":
+                if not _ORIGIN.search(request.headers.get("origin", "")):
+                    raise ServingError(Code.FAILED_PRECONDITION, "Origin header is missing in CORS preflight")
+                response = Response(b"", media_type=JSON)
+            elif not self.accepting:
+                raise ServingError(Code.UNAVAILABLE, "Server is shutting down")
+            else:
+                response = await self._route(request, uri, record)
+        except ServingError as exc:
+            code, error = exc.code, exc.message
+            response = json_response(json_tensor.format_error(exc.message), http_status(exc.code))
+        except RequestTooLarge:
+            code = Code.RESOURCE_EXHAUSTED
+            error = f"Request body is larger than the limit of {self._options.max_request_bytes} bytes"
+            response = json_response(json_tensor.format_error(error), 413)
+        except Exception:
+            log.exception("request_crashed", path=uri, request_id=record.request_id)
+            code, error = Code.INTERNAL, "internal error"
+            response = json_response(json_tensor.format_error("Internal error"), 500)
+        response.headers[REQUEST_ID_HEADER] = record.request_id
+        self._requests.finish(record, code.name, error)
+        return response
+
+    async def _route(self, request: Request, uri: str, record: RequestRecord) -> Response:
         method = request.method
-        if method == "POST" and (m := _POST.fullmatch(path)):
+        if method == "POST" and (m := _POST.fullmatch(uri)):
             name, version, label, verb = m.groups()
             target = api.Target(unquote(name), _version(version), _decode(label))
+            self._note(record, target.name, verb)
+            body = await self.read_body(request)
             if verb == "predict":
-                return await self.predict(target, await read_body(request))
+                return await self.predict(target, body)
             if verb in ("classify", "regress"):
-                raise ServingError(
-                    Code.UNIMPLEMENTED, f"{verb} is not implemented by this server yet"
-                )
-        elif method == "GET" and (m := _GET.fullmatch(path)):
+                raise ServingError(Code.UNIMPLEMENTED, f"{verb} is not implemented by this server yet")
+        elif method == "GET" and (m := _GET.fullmatch(uri)):
             name, version, label, metadata = m.groups()
             if name is None:
                 raise invalid_argument("Missing model name in request.")
             target = api.Target(unquote(name), _version(version), _decode(label))
+            self._note(record, target.name, "")
             if metadata == "metadata":
                 return self.metadata(target)
             if metadata is None:
                 return self.status(target)
-        raise invalid_argument(f"Malformed request: {method} {path}")
+        raise invalid_argument(f"Malformed request: {method} {uri}")
+
+    @staticmethod
+    def _note(record: RequestRecord, model: str, verb: str) -> None:
+        record.model = model
+        record.tf_api = verb
+
+    def deadline(self) -> float | None:
+        if self._options.timeout_ms > 0:
+            return anyio.current_time() + self._options.timeout_ms / 1000
+        return None
+
+    async def read_body(self, request: Request) -> bytes:
+        limit = self._options.max_request_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise RequestTooLarge
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if "gzip" in request.headers.get("content-encoding", "").lower():
+            try:
+                decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                body = decompressor.decompress(body, limit + 1)
+                if len(body) > limit or decompressor.unconsumed_tail:
+                    raise RequestTooLarge
+            except (zlib.error, EOFError, gzip.BadGzipFile) as exc:
+                raise invalid_argument("Failed to decompress gzip request body") from exc
+        return body
 
     async def predict(self, target: api.Target, body: bytes) -> Response:
         held: list[Servable] = []
@@ -131,7 +215,9 @@ class RestApi:
 
         try:
             parsed = json_tensor.parse_predict(body, input_map)
-            result = await api.run_predict(self._core, held[0], parsed.signature_name, parsed.inputs)
+            result = await api.run_predict(
+                self._core, held[0], parsed.signature_name, parsed.inputs, deadline=self.deadline()
+            )
             return json_response(json_tensor.format_predict(result.outputs, result.dtypes, parsed.format))
         finally:
             for servable in held:
@@ -145,7 +231,7 @@ class RestApi:
         elif target.label is not None:
             request.model_spec.version_label = target.label
         response = api.get_model_metadata(self._core, request)
-        return json_response(json_tensor.format_model_metadata(response))
+        return json_response(json_example.format_model_metadata(response))
 
     def status(self, target: api.Target) -> Response:
         # GetModelStatus ignores a label, as TF Serving's does: /labels/L lists every version.
@@ -154,4 +240,17 @@ class RestApi:
         if target.version is not None:
             request.model_spec.version.value = target.version
         response = api.get_model_status(self._core, request)
-        return json_response(json_tensor.format_model_status(response))
+        return json_response(json_example.format_model_status(response))
+
+    def readyz(self) -> Response:
+        not_ready = self._readiness.models_not_ready()
+        if not not_ready and not self._readiness.draining:
+            return json_response(b'{"status": "ready"}\n')
+        body = {"status": "not ready", "draining": self._readiness.draining, "models_not_ready": not_ready}
+        return json_response(json.dumps(body).encode() + b"\n", 503)
+
+    def prometheus(self, uri: str) -> Response:
+        path = self._options.metrics_path
+        if uri != path:
+            return Response(f"Unexpected path: {uri}. Should be {path}", status_code=400, media_type="text/plain")
+        return Response(self._metrics.render(), media_type="text/plain")

@@ -64,6 +64,9 @@ class StateMonitor:
     def snapshot(self) -> Table:
         return MappingProxyType({name: self.versions(name) for name in self._table})
 
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+
     async def wait_until(self, condition: Callable[[Table], bool]) -> None:
         while not condition(self.snapshot()):
             await self._changed.wait()

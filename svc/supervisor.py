@@ -12,22 +12,32 @@ import math
 import os
 import signal
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
+from grpclib.health.service import Health
+from grpclib.server import Server as GrpcServer
+from prometheus_client.core import Metric
 
-from svc import api
+from svc import api, tls
 from svc import options as opts
 from svc.batcher import Batcher
-from svc.config_watcher import ConfigWatcher
+from svc.config_watcher import ConfigWatcher, model_names
 from svc.errors import Code, ServingError
+from svc.grpc_frontend import Frontend, ModelService, PredictionService, RequestLimitCodec
+from svc.health import Readiness
+from svc.http_frontend import RestApi, RestOptions
 from svc.loader_pool import LoaderPool, RetryPolicy
 from svc.logging import configure_logging, get_logger
 from svc.manager import VersionManager
 from svc.messages import LoaderInbox, ManagerInbox, ModelConfigs, ServableId, ServableStateChanged
+from svc.metrics import Metrics, gauge
 from svc.monitor import ModelsSettled, StateMonitor
 from svc.poller import StoragePoller
+from svc.request_log import RequestLog
 from svc.servable import Servable, load, session_config
 from svc.serving_map import ServingMapHolder
 
@@ -76,6 +86,7 @@ async def serve(options: opts.Options) -> int:
     monitor_send, monitor_recv = anyio.create_memory_object_stream[ServableStateChanged](math.inf)
     configs_send, configs_recv = anyio.create_memory_object_stream[ModelConfigs](4)
 
+    metrics = Metrics()
     serving_map = ServingMapHolder()
     monitor = StateMonitor(monitor_recv)
     manager = VersionManager(manager_recv, loader_send, monitor_send, serving_map, options.aspired_version_policy)
@@ -87,7 +98,14 @@ async def serve(options: opts.Options) -> int:
     )
 
     def loader(id: ServableId, path: str) -> Servable:
-        return load(id.name, id.version, path, tags, sess_config)
+        started = time.perf_counter()
+        try:
+            servable = load(id.name, id.version, path, tags, sess_config)
+        except ServingError:
+            metrics.load(id.name, id.version, path, time.perf_counter() - started, ok=False)
+            raise
+        metrics.load(id.name, id.version, path, time.perf_counter() - started, ok=True)
+        return servable
 
     pool = LoaderPool(
         loader_recv,
@@ -118,7 +136,10 @@ async def serve(options: opts.Options) -> int:
         batcher=Batcher(_inference_threads(options)),
         tensor_content=options.enable_serialization_as_tensor_content,
         reloader=watcher,
+        metrics=metrics,
     )
+    readiness = Readiness(monitor, lambda: model_names(watcher.current))
+    metrics.add_gauges(lambda: _state_gauges(monitor, poller, pool))
 
     async with anyio.create_task_group() as tg:
         for actor in (monitor.run, manager.run, pool.run, poller.run, watcher.run):
@@ -134,62 +155,156 @@ async def serve(options: opts.Options) -> int:
         except ServingError as exc:
             raise StartupError(exc.status_text()) from exc
         pool.set_load_threads(options.num_load_threads)
-        await _run_frontends(tg, options, core)
+        tg.start_soon(readiness.run)
+        await _run_frontends(tg, options, core, readiness, RequestLog(metrics, options.request_log_sample_rate))
+        _close_servables(serving_map)
         tg.cancel_scope.cancel()
+    log.info("server_stopped")
     return 0
 
 
-async def _run_frontends(tg: TaskGroup, options: opts.Options, core: api.Core) -> None:
-    """Open the ports, log TF Serving's lines, and serve until SIGTERM/SIGINT."""
-    from grpclib.server import Server as GrpcServer
-    from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config as HypercornConfig
+def _state_gauges(monitor: StateMonitor, poller: StoragePoller, pool: LoaderPool) -> list[Metric]:
+    counts: dict[tuple[str, str], int] = {}
+    for name, versions in monitor.snapshot().items():
+        for status in versions.values():
+            key = (name, status.state.name)
+            counts[key] = counts.get(key, 0) + 1
+    return [
+        gauge("aspired_versions", "Versions the server has seen, by model and state.", ["model", "state"],
+              [(k, v) for k, v in sorted(counts.items())]),
+        gauge("aspired_storage_poll_errors", "Storage polls that failed or listed suddenly empty.", [],
+              [((), poller.poll_errors)]),
+        gauge("aspired_loads_in_progress", "Versions loading now.", [], [((), pool.loads_in_progress)]),
+    ]
 
-    from svc.grpc_frontend import ModelService, PredictionService
 
-    stop = anyio.Event()
-    grpc_server = GrpcServer([PredictionService(core), ModelService(core)])
+def _close_servables(serving_map: ServingMapHolder) -> None:
+    """Unload on shutdown: every session still open is closed (nothing holds them any more)."""
+    for entry in serving_map.current.models.values():
+        for servable in entry.versions.values():
+            servable.close()
+    serving_map.replace({})
+
+
+async def _run_frontends(
+    tg: TaskGroup, options: opts.Options, core: api.Core, readiness: Readiness, requests: RequestLog
+) -> None:
+    """Open the ports, log TF Serving's lines, serve until SIGTERM/SIGINT, then drain."""
+    grpc_front = Frontend(core, requests)
+    prediction, model_service = PredictionService(grpc_front), ModelService(grpc_front)
+    handlers: list[Any] = [prediction, model_service]
+    if options.enable_grpc_healthcheck_service:
+        handlers.append(Health({prediction: [readiness.status], model_service: [readiness.status]}))
+    grpc_server = GrpcServer(handlers, codec=RequestLimitCodec(options.max_request_bytes))
+    ssl_context = tls.grpc_context(opts.ssl_config(options))
     if options.port:
         try:
             grpc_sock = bind_tcp("0.0.0.0", options.port)
         except OSError as exc:
             raise StartupError(f"UNAVAILABLE: Could not bind gRPC port {options.port}: {exc.strerror}") from exc
-        await grpc_server.start(sock=grpc_sock)
-        log.info("grpc_server_started", port=options.port,
+        await grpc_server.start(sock=grpc_sock, ssl=ssl_context)
+        log.info("grpc_server_started", port=options.port, tls=ssl_context is not None,
                  message=f"Running gRPC ModelServer at 0.0.0.0:{options.port} ...")
     if options.grpc_socket_path:
         await grpc_server.start(path=options.grpc_socket_path)
         log.info("grpc_server_started", socket=options.grpc_socket_path,
                  message=f"Running gRPC ModelServer at UNIX socket {options.grpc_socket_path} ...")
-    rest_sock: socket.socket | None = None
+    stop_rest = anyio.Event()
+    rest: RestApi | None = None
+    rest_done = anyio.Event()
     if options.rest_api_port and options.rest_api_port == options.port:
         log.error("rest_server_not_started", message="--rest_api_port must differ from --port")
+        rest_done.set()
     elif options.rest_api_port:
-        from svc.http_frontend import RestApi
-
-        try:
-            rest_sock = bind_tcp("::", options.rest_api_port)
-        except OSError as exc:
-            raise StartupError(
-                f"UNAVAILABLE: Could not bind REST port {options.rest_api_port}: {exc.strerror}"
-            ) from exc
-        hconfig = HypercornConfig()
-        hconfig.bind = [f"fd://{rest_sock.fileno()}"]
-        hconfig.accesslog = None
-        hconfig.graceful_timeout = 5.0
-        app = RestApi(core).app()
-        tg.start_soon(lambda: hypercorn_serve(app, hconfig, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+        rest = _rest_api(options, core, requests, readiness)
+        tg.start_soon(_serve_rest, rest, options, stop_rest, rest_done)
         log.info("rest_server_started", port=options.rest_api_port,
                  message=f"Exporting HTTP/REST API at:localhost:{options.rest_api_port} ...")
+    else:
+        rest_done.set()
 
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             log.info("shutdown_requested", signal=signal.Signals(signum).name)
             break
-    stop.set()
+        tg.start_soon(_exit_on_second_signal, signals)
+        await _drain(options, readiness, grpc_front, grpc_server, rest, stop_rest, rest_done)
+
+
+async def _exit_on_second_signal(signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        log.warning("shutdown_forced", signal=signal.Signals(signum).name)
+        os._exit(1)
+
+
+async def _drain(
+    options: opts.Options,
+    readiness: Readiness,
+    grpc_front: Frontend,
+    grpc_server: GrpcServer,
+    rest: RestApi | None,
+    stop_rest: anyio.Event,
+    rest_done: anyio.Event,
+) -> None:
+    """Readiness fails at once; after `--drain_delay_seconds` stop accepting, finish what is in flight
+    (within `--shutdown_grace_seconds`), then close."""
+    readiness.start_draining()
+    log.info("drain_started", delay_seconds=options.drain_delay_seconds)
+    with anyio.move_on_after(options.shutdown_grace_seconds) as scope:
+        await anyio.sleep(options.drain_delay_seconds)
+        # Stop listening; calls already on open connections are refused from here on, in-flight ones finish.
+        if grpc_server._server is not None:
+            grpc_server._server.close()
+        grpc_front.accepting = False
+        if rest is not None:
+            rest.accepting = False
+        stop_rest.set()
+        await grpc_front.wait_idle()
+        await rest_done.wait()
+    if scope.cancelled_caught:
+        log.warning("drain_timed_out", grace_seconds=options.shutdown_grace_seconds)
     grpc_server.close()
-    with anyio.move_on_after(5):
+    with anyio.move_on_after(2):
         await grpc_server.wait_closed()
+    log.info("drain_finished")
+
+
+def _rest_api(options: opts.Options, core: api.Core, requests: RequestLog, readiness: Readiness) -> RestApi:
+    monitoring = opts.monitoring_config(options)
+    metrics_path = None
+    if monitoring.prometheus_config.enable:
+        metrics_path = monitoring.prometheus_config.path or "/monitoring/prometheus/metrics"
+    assert core.metrics is not None
+    rest_options = RestOptions(
+        cors=options.rest_api_enable_cors_support,
+        timeout_ms=options.rest_api_timeout_in_ms,
+        max_request_bytes=options.max_request_bytes,
+        metrics_path=metrics_path,
+    )
+    return RestApi(core, requests, readiness, core.metrics, rest_options)
+
+
+async def _serve_rest(rest: RestApi, options: opts.Options, stop: anyio.Event, done: anyio.Event) -> None:
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config as HypercornConfig
+
+    try:
+        sock = bind_tcp("::", options.rest_api_port)
+    except OSError as exc:
+        raise StartupError(
+            f"UNAVAILABLE: Could not bind REST port {options.rest_api_port}: {exc.strerror}"
+        ) from exc
+    config = HypercornConfig()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.accesslog = None
+    config.graceful_timeout = options.shutdown_grace_seconds
+    config.h11_max_incomplete_size = 64 * 1024
+    tls.configure_hypercorn(config, opts.ssl_config(options))
+    try:
+        await hypercorn_serve(rest.app(), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    finally:
+        sock.close()
+        done.set()
 
 
 def run(options: opts.Options) -> int:

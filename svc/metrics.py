@@ -1,0 +1,223 @@
+"""Metrics: TF Serving's Prometheus series under their own names, plus aspired's per-version series.
+
+TF Serving exports its TF-monitoring metrics with every character outside `[a-zA-Z0-9_]` turned into `:`
+(`/tensorflow/serving/request_count` → `:tensorflow:serving:request_count`), counters without a `_total`
+suffix and latency histograms in microseconds with TF's exponential buckets
+(`util/prometheus_exporter.cc`, `model_servers/http_rest_api_handler.cc`, `servables/tensorflow/util.cc`).
+Those are rendered here in that exact form. aspired's own series (`aspired_*`, seconds, `model` and `version`
+labels) use prometheus-client. Both are served on the REST port at the path of `--monitoring_config_file`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def exported_name(tf_name: str) -> str:
+    return _UNSAFE.sub(":", tf_name)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
+    parts = [f'{_UNSAFE.sub("_", n)}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _number(value: float) -> str:
+    """Numbers as absl::StrCat prints a double: six significant digits."""
+    return f"{value:.6g}"
+
+
+def exponential_buckets(scale: float, growth: float, count: int) -> list[float]:
+    return [scale * growth**i for i in range(count)]
+
+
+@dataclass
+class TfCounter:
+    """A TF-monitoring counter."""
+
+    name: str
+    label_names: tuple[str, ...]
+    values: dict[tuple[str, ...], int] = field(default_factory=dict)
+
+    def increment(self, *labels: str, by: int = 1) -> None:
+        self.values[labels] = self.values.get(labels, 0) + by
+
+    def render(self) -> list[str]:
+        name = exported_name(self.name)
+        lines = [f"# TYPE {name} counter"]
+        lines += [f"{name}{_labels(self.label_names, k)} {v}" for k, v in sorted(self.values.items())]
+        return lines
+
+
+@dataclass
+class TfHistogram:
+    """A TF-monitoring histogram (bucket limits as TF prints them; the last bucket is +Inf)."""
+
+    name: str
+    label_names: tuple[str, ...]
+    limits: list[float]
+    points: dict[tuple[str, ...], tuple[list[int], list[float]]] = field(default_factory=dict)
+
+    def observe(self, value: float, *labels: str) -> None:
+        counts, totals = self.points.setdefault(labels, ([0] * (len(self.limits) + 1), [0.0]))
+        counts[bisect.bisect_left(self.limits, value)] += 1
+        totals[0] += value
+
+    def render(self) -> list[str]:
+        name = exported_name(self.name)
+        lines = [f"# TYPE {name} histogram"]
+        for labels, (counts, totals) in sorted(self.points.items()):
+            cumulative = 0
+            for limit, count in zip([*self.limits, None], counts, strict=True):
+                cumulative += count
+                le = 'le="{}"'.format("+Inf" if limit is None else _number(limit))
+                lines.append(f"{name}_bucket{_labels(self.label_names, labels, le)} {cumulative}")
+            lines.append(f"{name}_sum{_labels(self.label_names, labels)} {_number(totals[0])}")
+            lines.append(f"{name}_count{_labels(self.label_names, labels)} {cumulative}")
+        return lines
+
+
+_LATENCY_US = exponential_buckets(10, 1.8, 33)
+_QUEUE_US = exponential_buckets(100, 1.2, 52)
+_LATENCY_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Every metric of the server; methods are called from the event loop and from load threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.request_count = TfCounter("/tensorflow/serving/request_count", ("model_name", "status"))
+        self.request_latency = TfHistogram(
+            "/tensorflow/serving/request_latency", ("model_name", "API", "entrypoint"), _LATENCY_US
+        )
+        self.runtime_latency = TfHistogram(
+            "/tensorflow/serving/runtime_latency", ("model_name", "API", "runtime"), _LATENCY_US
+        )
+        self.queuing_latency = TfHistogram(
+            "/tensorflow/serving/batching_session/queuing_latency", ("thread_pool_name",), _QUEUE_US
+        )
+        self.load_attempt_count = TfCounter(
+            "/tensorflow/cc/saved_model/load_attempt_count", ("model_path", "status")
+        )
+        self.load_latency = TfCounter("/tensorflow/cc/saved_model/load_latency", ("model_path",))
+        self._tf: list[TfCounter | TfHistogram] = [
+            self.request_count, self.request_latency, self.runtime_latency, self.queuing_latency,
+            self.load_attempt_count, self.load_latency,
+        ]
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "aspired_requests", "Requests by model version, API, protocol and status code.",
+            ["model", "version", "api", "protocol", "code"], registry=r,
+        )
+        self.latency = Histogram(
+            "aspired_request_latency_seconds", "Request latency by model version, API and protocol.",
+            ["model", "version", "api", "protocol"], buckets=_LATENCY_S, registry=r,
+        )
+        self.queue_time = Histogram(
+            "aspired_queue_time_seconds", "Time a task waited in its batch queue.",
+            ["model", "version"], buckets=_LATENCY_S, registry=r,
+        )
+        self.batch_size = Histogram(
+            "aspired_batch_size", "Tasks' rows per executed batch.", ["model", "version"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r,
+        )
+        self.load_duration = Histogram(
+            "aspired_load_duration_seconds", "Time to load (and warm up) a version.", ["model", "version"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=r,
+        )
+        self.unload_duration = Histogram(
+            "aspired_unload_duration_seconds", "Time from UNLOADING to END of a version.", ["model", "version"],
+            buckets=(0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60), registry=r,
+        )
+        self.load_failures = Counter(
+            "aspired_load_failures", "Failed load attempts.", ["model", "version"], registry=r
+        )
+        self._gauges: list[Callable[[], Iterable[Metric]]] = []
+        r.register(_Callback(self._gauges))
+
+    def add_gauges(self, source: Callable[[], Iterable[Metric]]) -> None:
+        """A callable producing metric families at scrape time (versions by state, queue depth, ...)."""
+        self._gauges.append(source)
+
+    # -- recording ------------------------------------------------------------------------------------
+    def request(
+        self, *, protocol: str, api: str, model: str, version: int | None, code: str, seconds: float,
+        tf_api: str | None,
+    ) -> None:
+        """One finished request. `tf_api` is the API label of TF's series, None when TF records nothing."""
+        v = "" if version is None else str(version)
+        self.requests.labels(model, v, api, protocol, code).inc()
+        if code == "OK":
+            self.latency.labels(model, v, api, protocol).observe(seconds)
+        if tf_api is None:
+            return
+        with self._lock:
+            self.request_count.increment(model, code)
+            if code == "OK":
+                entry = "GRPC" if protocol == "grpc" else "REST"
+                self.request_latency.observe(seconds * 1e6, model, tf_api, entry)
+
+    def runtime(self, model: str, api: str, seconds: float) -> None:
+        with self._lock:
+            self.runtime_latency.observe(seconds * 1e6, model, api, "TF1")
+
+    def load(self, model: str, version: int, path: str, seconds: float, ok: bool) -> None:
+        with self._lock:
+            self.load_attempt_count.increment(path, "success" if ok else "fail")
+            if ok:
+                self.load_latency.increment(path, by=int(seconds * 1e6))
+        if ok:
+            self.load_duration.labels(model, str(version)).observe(seconds)
+        else:
+            self.load_failures.labels(model, str(version)).inc()
+
+    def batch(self, model: str, version: int, size: int, queued_seconds: Sequence[float]) -> None:
+        self.batch_size.labels(model, str(version)).observe(size)
+        for seconds in queued_seconds:
+            self.queue_time.labels(model, str(version)).observe(seconds)
+        with self._lock:
+            for seconds in queued_seconds:
+                self.queuing_latency.observe(seconds * 1e6, "model_server_batch_threads")
+
+    # -- exposition -----------------------------------------------------------------------------------
+    def render(self) -> bytes:
+        with self._lock:
+            lines = [line for metric in self._tf for line in metric.render()]
+        return ("\n".join(lines) + "\n").encode() + generate_latest(self.registry)
+
+
+class _Callback(Collector):
+    def __init__(self, sources: list[Callable[[], Iterable[Metric]]]) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterable[Metric]:
+        for source in self._sources:
+            yield from source()
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+
+def gauge(name: str, doc: str, labels: Sequence[str], values: Iterable[tuple[Sequence[str], float]]) -> Metric:
+    family = GaugeMetricFamily(name, doc, labels=list(labels))
+    for label_values, value in values:
+        family.add_metric(list(label_values), value)
+    return family

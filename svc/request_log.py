@@ -1,0 +1,76 @@
+"""One record per request: its id, what it resolved to, how long it took — logged as one canonical
+`request_finished` line (sampled by `--request_log_sample_rate`) and counted in the metrics.
+
+The record travels with the request in a context variable, so code deep in the request path (the batcher)
+can add what only it knows (`batch_size`) without threading it through every call.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from svc.logging import get_logger
+from svc.metrics import Metrics
+
+log = get_logger()
+
+REQUEST_ID_HEADER = "x-request-id"
+_MAX_ID = 128
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    protocol: str
+    api: str
+    request_id: str
+    started: float
+    model: str = ""
+    version: int | None = None
+    signature: str = ""
+    batch_size: int | None = None
+    tf_api: str | None = None  # the API label of TF Serving's own metrics, None when TF records nothing
+
+
+current_request: ContextVar[RequestRecord | None] = ContextVar("current_request", default=None)
+
+
+def request_id_from(value: str | None) -> str:
+    """The caller's id when it sent a sane one, else a fresh one."""
+    if value and len(value) <= _MAX_ID and value.isprintable():
+        return value
+    return uuid.uuid4().hex
+
+
+class RequestLog:
+    def __init__(self, metrics: Metrics, sample_rate: float = 1.0) -> None:
+        self.metrics = metrics
+        self._sample_rate = sample_rate
+        self._random = random.Random()
+
+    def start(self, protocol: str, api: str, request_id: str | None = None, model: str = "") -> RequestRecord:
+        record = RequestRecord(protocol, api, request_id_from(request_id), time.perf_counter(), model=model)
+        current_request.set(record)
+        return record
+
+    def finish(self, record: RequestRecord, code: str, error: str = "") -> None:
+        seconds = time.perf_counter() - record.started
+        self.metrics.request(
+            protocol=record.protocol, api=record.api, model=record.model, version=record.version, code=code,
+            seconds=seconds, tf_api=record.tf_api,
+        )
+        if self._sample_rate < 1.0 and self._random.random() >= self._sample_rate:
+            return
+        fields = {
+            "model": record.model, "version": record.version, "signature": record.signature,
+            "api": record.api, "protocol": record.protocol, "status": code,
+            "latency_ms": round(seconds * 1000, 3), "batch_size": record.batch_size,
+            "request_id": record.request_id,
+        }
+        if error:
+            log.info("request_finished", **fields, error=error)
+        else:
+            log.info("request_finished", **fields)
