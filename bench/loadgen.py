@@ -216,7 +216,10 @@ def run_children(args: argparse.Namespace) -> Tally:
 
 def summary(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
     lat_ms = np.array(tally.latencies) * 1e3
-    p50, p90, p99 = np.percentile(lat_ms, [50, 90, 99]) if lat_ms.size else (float("nan"),) * 3
+    # No successful call: percentiles are null (strict JSON has no NaN).
+    p50, p90, p99 = (
+        (round(float(p), 3) for p in np.percentile(lat_ms, [50, 90, 99])) if lat_ms.size else [None] * 3
+    )
     return {
         "target": args.target,
         "addr": args.addr,
@@ -227,9 +230,9 @@ def summary(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
         "processes": min(args.processes, args.concurrency),
         "duration": args.duration,
         "rps": round(lat_ms.size / args.duration, 1),
-        "p50_ms": round(float(p50), 3),
-        "p90_ms": round(float(p90), 3),
-        "p99_ms": round(float(p99), 3),
+        "p50_ms": p50,
+        "p90_ms": p90,
+        "p99_ms": p99,
         "errors": tally.errors,
         "count": int(lat_ms.size),
         "error_sample": tally.error_sample,

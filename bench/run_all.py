@@ -154,6 +154,10 @@ def loadgen(server: Server, target: str, concurrency: int, processes: int, durat
         return {"server": server.name, "target": target, "concurrency": concurrency, "failed": failed}
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     result["server"] = server.name
+    if result["count"] == 0:  # every call failed: no latency to report
+        print(f"  {server.name:8} {target:4} c={concurrency:<3} p={processes}  ALL FAILED", flush=True)
+        result["failed"] = result["error_sample"]
+        return result
     result["loadavg"] = os.getloadavg()[0]
     print(
         f"  {server.name:8} {target:4} c={concurrency:<3} p={processes}  rps={result['rps']:8.1f}  "
@@ -166,6 +170,13 @@ def loadgen(server: Server, target: str, concurrency: int, processes: int, durat
 def median_of(results: list[dict[str, Any]], key: str) -> float | None:
     values = [r[key] for r in results if "failed" not in r]
     return statistics.median(values) if values else None
+
+
+def errors_of(results: list[dict[str, Any]]) -> str:
+    """Failed calls summed over the runs, plus runs that failed outright."""
+    calls = sum(r.get("errors", 0) for r in results)
+    runs = sum(1 for r in results if "failed" in r)
+    return f"{calls}" + (f" ({runs} runs failed)" if runs else "")
 
 
 def calibrate(
@@ -223,13 +234,15 @@ def scenario_table(
     results: list[dict[str, Any]], targets: list[str], levels: list[int], started: dict[str, Server]
 ) -> list[str]:
     lines = [
-        "| API | c | echo rps | echo p50 / p99 ms | aspired rps | aspired p50 / p99 ms | aspired / echo rps |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| API | c | echo rps | echo p50 / p99 ms | aspired rps | aspired p50 / p99 ms | aspired / echo rps"
+        + " | errors echo / aspired |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     aspired = started.get("aspired")
     for target in targets:
         for c in levels:
             cells: dict[str, tuple[float | None, float | None, float | None]] = {}
+            errors: dict[str, str] = {}
             for name in ("echo", "aspired"):
                 rs = [
                     r
@@ -237,6 +250,7 @@ def scenario_table(
                     if r.get("server") == name and r["target"] == target and r["concurrency"] == c
                 ]
                 cells[name] = (median_of(rs, "rps"), median_of(rs, "p50_ms"), median_of(rs, "p99_ms"))
+                errors[name] = errors_of(rs) if rs else "—"
             e, a = cells["echo"], cells["aspired"]
             if aspired is None or aspired.error:
                 a_rps, a_lat, ratio = "not run", "not run", "—"
@@ -244,7 +258,8 @@ def scenario_table(
                 a_rps, a_lat = fmt(a[0]), f"{fmt(a[1], 2)} / {fmt(a[2], 2)}"
                 ratio = f"{a[0] / e[0]:.2f}" if a[0] and e[0] else "—"
             lines.append(
-                f"| {target} | {c} | {fmt(e[0])} | {fmt(e[1], 2)} / {fmt(e[2], 2)} | {a_rps} | {a_lat} | {ratio} |"
+                f"| {target} | {c} | {fmt(e[0])} | {fmt(e[1], 2)} / {fmt(e[2], 2)} | {a_rps} | {a_lat} | {ratio} "
+                f"| {errors['echo']} / {errors['aspired']} |"
             )
     return lines
 
