@@ -1,0 +1,137 @@
+"""Plain HTTP clients against a real server: TF Serving's REST API, its formats, codes and error texts."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import httpx
+import pytest
+
+from tests.e2e.server import ServerProcess
+from tests.paths import testdata
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def http(multi_server: ServerProcess) -> httpx.Client:
+    with httpx.Client(base_url=multi_server.rest_url, timeout=30) as client:
+        yield client  # type: ignore[misc]
+
+
+def test_predict_row_format(http: httpx.Client) -> None:
+    r = http.post("/v1/models/half_plus_two:predict", content=b'{"instances": [1.0, 2.0, 5.0]}')
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    assert r.json() == {"predictions": [2.5, 3.0, 4.5]}
+    assert "3.0" in r.text  # floats keep their decimal point, as TF Serving writes them
+
+
+def test_predict_columnar_format(http: httpx.Client) -> None:
+    r = http.post("/v1/models/half_plus_two:predict", json={"inputs": {"x": [[1.0], [2.0]]}})
+    assert r.status_code == 200
+    assert r.json() == {"outputs": [[2.5], [3.0]]}
+
+
+def test_predict_by_version_and_signature(http: httpx.Client) -> None:
+    body = {"signature_name": "serving_default", "instances": [[2.0]]}
+    assert http.post("/v1/models/half_plus_three/versions/123:predict", json=body).json() == {
+        "predictions": [[4.0]]
+    }
+
+
+def test_gzip_request_body(http: httpx.Client) -> None:
+    body = gzip.compress(b'{"instances": [2.0, 3.0, 4.0]}')
+    r = http.post("/v1/models/half_plus_two:predict", content=body, headers={"Content-Encoding": "gzip"})
+    assert r.json() == {"predictions": [3.0, 3.5, 4.0]}
+
+
+def test_model_status(http: httpx.Client) -> None:
+    r = http.get("/v1/models/two_versions")
+    assert r.status_code == 200
+    assert r.json() == {
+        "model_version_status": [
+            {"version": v, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            for v in ("124", "123")
+        ]
+    }
+    only = http.get("/v1/models/two_versions/versions/123").json()
+    assert [s["version"] for s in only["model_version_status"]] == ["123"]
+    # a label is not resolved for status: every version is listed, as in TF Serving
+    labelled = http.get("/v1/models/two_versions/labels/anything").json()
+    assert len(labelled["model_version_status"]) == 2
+
+
+def test_metadata_matches_tf_serving(default_server: ServerProcess) -> None:
+    r = httpx.get(f"{default_server.rest_url}/v1/models/default/metadata", timeout=30)
+    assert r.status_code == 200
+    expected = json.loads(testdata("half_plus_two_model_metadata.json").read_text())
+    assert r.json() == expected
+
+
+def test_request_id_is_returned(http: httpx.Client) -> None:
+    r = http.get("/v1/models/half_plus_two", headers={"x-request-id": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    generated = http.get("/v1/models/half_plus_two").headers["x-request-id"]
+    assert len(generated) >= 16
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "error"),
+    [
+        ("POST", "/v1/models/half:predict", b'{"instances": [1.0]}', 404,
+         "Servable not found for request: Latest(half)"),
+        ("POST", "/v1/models/half_plus_two/versions/9:predict", b'{"instances": [1.0]}', 404,
+         "Servable not found for request: Specific(half_plus_two, 9)"),
+        ("POST", "/v1/models/half_plus_two/labels/beta:predict", b'{"instances": [1.0]}', 400,
+         "Unrecognized servable version label: beta"),
+        ("POST", "/v1/models/half_plus_two:predict", b"", 400, "JSON Parse error: The document is empty"),
+        ("POST", "/v1/models/half_plus_two:predict", b"{nope", 400, "JSON Parse error:"),
+        ("POST", "/v1/models/half_plus_two:predict", b'{"x": 1}', 400, "Missing 'inputs' or 'instances' key"),
+        ("POST", "/v1/models/half_plus_two:predict", b'{"instances": ["a"]}', 400,
+         "is not of expected type: float"),
+        ("POST", "/v1/models/half_plus_two:predict", b'{"signature_name": "nope", "instances": [1.0]}', 400,
+         'Serving signature name: "nope" not found in signature def'),
+        ("POST", "/v1/models/half_plus_two:PREDICT", b'{"instances": [1.0]}', 400,
+         "Malformed request: POST /v1/models/half_plus_two:PREDICT"),
+        ("GET", "/v1/models", b"", 400, "Missing model name in request."),
+        ("GET", "/v1/models/nope", b"", 404, "Could not find any versions of model nope"),
+        ("GET", "/v1/models/half_plus_two/versions/5", b"", 404,
+         "Could not find version 5 of model half_plus_two"),
+        ("GET", "/v1/models/half_plus_two/versions/99999999999999999999", b"", 400,
+         "Failed to convert version: 99999999999999999999 to numeric."),
+        ("GET", "/v1/models/nope/metadata", b"", 404, "Servable not found for request: Latest(nope)"),
+        ("DELETE", "/v1/models/half_plus_two", b"", 400, "Malformed request: DELETE /v1/models/half_plus_two"),
+        ("OPTIONS", "/v1/models/half_plus_two", b"", 400, "Origin header is missing in CORS preflight"),
+    ],
+)
+def test_errors(http: httpx.Client, method: str, path: str, body: bytes, status: int, error: str) -> None:
+    r = http.request(method, path, content=body)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert error in r.json()["error"]
+
+
+def test_non_v1_path_is_a_plain_404(http: httpx.Client) -> None:
+    assert http.get("/v2/models/half_plus_two").status_code == 404
+
+
+def test_cors_preflight_with_origin(http: httpx.Client) -> None:
+    r = http.options("/v1/models/half_plus_two:predict", headers={"Origin": "https://example.com"})
+    assert r.status_code == 200
+    assert r.content == b""
+
+
+def test_probes(http: httpx.Client) -> None:
+    assert http.get("/livez").status_code == 200
+    r = http.get("/readyz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ready"}
+
+
+def test_http2_prior_knowledge(multi_server: ServerProcess) -> None:
+    with httpx.Client(base_url=multi_server.rest_url, http1=False, http2=True, timeout=30) as client:
+        r = client.post("/v1/models/half_plus_two:predict", json={"instances": [1.0]})
+        assert r.http_version == "HTTP/2"
+        assert r.json() == {"predictions": [2.5]}
