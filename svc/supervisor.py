@@ -24,7 +24,8 @@ from prometheus_client.core import Metric
 
 from svc import api, tls
 from svc import options as opts
-from svc.batcher import Batcher
+from svc.batcher import Batcher, batching_policy
+from svc.cache import VersionCache
 from svc.config_watcher import ConfigWatcher, model_names
 from svc.errors import Code, ServingError
 from svc.grpc_frontend import Frontend, ModelService, PredictionService, RequestLimitCodec
@@ -70,9 +71,7 @@ def bind_tcp(host: str, port: int) -> socket.socket:
 
 
 def _inference_threads(options: opts.Options) -> int:
-    batching = opts.batching_parameters(options)
-    if batching is not None and batching.HasField("num_batch_threads"):
-        return max(int(batching.num_batch_threads.value), 1)
+    """Inference threads without --enable_batching (TF Serving runs those calls on its gRPC threads)."""
     return 4 * (os.cpu_count() or 1)
 
 
@@ -97,10 +96,17 @@ async def serve(options: opts.Options) -> int:
         options.tensorflow_session_parallelism,
     )
 
+    cache = VersionCache.from_environ()  # remote versions (s3://, ...) are loaded from a local copy
+
     def loader(id: ServableId, path: str) -> Servable:
         started = time.perf_counter()
         try:
-            servable = load(id.name, id.version, path, tags, sess_config)
+            local = cache.materialize(path)
+            try:
+                servable = load(id.name, id.version, local, tags, sess_config)
+            except BaseException:
+                cache.evict(local)
+                raise
         except ServingError:
             metrics.load(id.name, id.version, path, time.perf_counter() - started, ok=False)
             raise
@@ -117,7 +123,9 @@ async def serve(options: opts.Options) -> int:
         retry=RetryPolicy(options.max_num_load_retries, options.load_retry_interval_micros / 1e6),
     )
     pool.set_load_threads(options.num_initial_load_threads)
-    poller = StoragePoller(configs_recv, manager_send, options.file_system_poll_wait_seconds)
+    poller = StoragePoller(
+        configs_recv, manager_send, options.file_system_poll_wait_seconds, ready_marker=options.version_ready_marker
+    )
     read_file = None
     if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
         def read_file() -> opts.ModelServerConfig:
@@ -133,8 +141,9 @@ async def serve(options: opts.Options) -> int:
     core = api.Core(
         serving_map=serving_map,
         monitor=monitor,
-        batcher=Batcher(_inference_threads(options)),
+        batcher=Batcher(batching_policy(opts.batching_parameters(options), _inference_threads(options))),
         tensor_content=options.enable_serialization_as_tensor_content,
+        signature_method_name_check=options.enable_signature_method_name_check,
         reloader=watcher,
         metrics=metrics,
     )
@@ -217,7 +226,13 @@ async def _run_frontends(
         rest_done.set()
     elif options.rest_api_port:
         rest = _rest_api(options, core, requests, readiness)
-        tg.start_soon(_serve_rest, rest, options, stop_rest, rest_done)
+        try:
+            rest_sock = bind_tcp("::", options.rest_api_port)
+        except OSError as exc:
+            raise StartupError(
+                f"UNAVAILABLE: Could not bind REST port {options.rest_api_port}: {exc.strerror}"
+            ) from exc
+        tg.start_soon(_serve_rest, rest, rest_sock, options, stop_rest, rest_done)
         log.info("rest_server_started", port=options.rest_api_port,
                  message=f"Exporting HTTP/REST API at:localhost:{options.rest_api_port} ...")
     else:
@@ -284,16 +299,13 @@ def _rest_api(options: opts.Options, core: api.Core, requests: RequestLog, readi
     return RestApi(core, requests, readiness, core.metrics, rest_options)
 
 
-async def _serve_rest(rest: RestApi, options: opts.Options, stop: anyio.Event, done: anyio.Event) -> None:
+async def _serve_rest(
+    rest: RestApi, sock: socket.socket, options: opts.Options, stop: anyio.Event, done: anyio.Event
+) -> None:
+    """hypercorn on an already listening socket, so the port accepts before the log line says so."""
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config as HypercornConfig
 
-    try:
-        sock = bind_tcp("::", options.rest_api_port)
-    except OSError as exc:
-        raise StartupError(
-            f"UNAVAILABLE: Could not bind REST port {options.rest_api_port}: {exc.strerror}"
-        ) from exc
     config = HypercornConfig()
     config.bind = [f"fd://{sock.fileno()}"]
     config.accesslog = None
@@ -303,7 +315,7 @@ async def _serve_rest(rest: RestApi, options: opts.Options, stop: anyio.Event, d
     try:
         await hypercorn_serve(rest.app(), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
     finally:
-        sock.close()
+        sock.detach()  # hypercorn owns (and has closed) the descriptor it was handed
         done.set()
 
 
