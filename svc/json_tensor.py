@@ -1,0 +1,837 @@
+"""REST JSON <-> tensors: TF Serving's `util/json_tensor.cc` for predict, plus the shared JSON plumbing.
+
+Parsing follows rapidjson 1.1.0 as TF Serving configures it (iterative parser, `NaN`/`Infinity` accepted,
+parsing stops after the first value); output imitates rapidjson's `PrettyWriter` (4-space indent, arrays on
+one line where TF Serving asks for it). Error texts are TF Serving's. Classify/regress and the GET bodies
+(status, metadata) are in `svc/json_example.py`, which uses the reading and writing helpers below.
+
+Deliberate deviations from TF Serving, all on odd input:
+- Parsing: `Inf`, `-Inf` and `-NaN` (rapidjson takes them, Python's json does not) are `Invalid value.`; a
+  lone high-surrogate escape (`\\ud800`) is taken (as CESU-8 bytes), not refused; numbers beyond the double
+  range become +-Infinity instead of `Number too big to be stored in double.` (integers of more than 4300
+  digits excepted); of duplicate object keys the last counts (rapidjson keeps all, finds the first);
+  documents nested deeper than Python's recursion limit are refused (rapidjson has no limit); so are tensor
+  values deeper than numpy's 64 dimensions or larger than `MAX_ELEMENTS`.
+- Output strings that are not UTF-8 get U+FFFD replacements (TF Serving writes the raw bytes: invalid JSON
+  that most clients refuse); `*_bytes` outputs are lossless base64 as in TF Serving.
+- Several inputs or outputs are handled in sorted name order (TF Serving: protobuf map order, unspecified).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+import math
+import re
+import struct
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any, TypeAlias, assert_never, cast
+
+import numpy as np
+import numpy.typing as npt
+from tensorflow.core.framework import types_pb2
+
+from svc.errors import ServingError, invalid_argument, unimplemented
+
+__all__ = [
+    "MAX_ELEMENTS",
+    "MAX_RANK",
+    "Format",
+    "PredictJson",
+    "format_error",
+    "format_predict",
+    "parse_predict",
+    "write_decimal",
+]
+
+Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | None"
+Array: TypeAlias = npt.NDArray[Any]
+
+MAX_RANK = 64  # numpy's limit on dimensions
+MAX_ELEMENTS = 1 << 28  # per JSON tensor value; far beyond any request body the server accepts
+
+
+class Format(enum.Enum):
+    ROW = "row"  # "instances" in, "predictions" out
+    COLUMNAR = "columnar"  # "inputs" in, "outputs" out
+
+
+@dataclass(frozen=True, slots=True)
+class PredictJson:
+    signature_name: str  # "" when absent
+    inputs: dict[str, Array]
+    format: Format
+
+
+# --- data types ----------------------------------------------------------------------------------------
+
+_NUMPY: dict[int, type[np.generic]] = {
+    types_pb2.DT_FLOAT: np.float32,
+    types_pb2.DT_DOUBLE: np.float64,
+    types_pb2.DT_INT32: np.int32,
+    types_pb2.DT_INT16: np.int16,
+    types_pb2.DT_INT8: np.int8,
+    types_pb2.DT_UINT8: np.uint8,
+    types_pb2.DT_INT64: np.int64,
+    types_pb2.DT_UINT32: np.uint32,
+    types_pb2.DT_UINT64: np.uint64,
+    types_pb2.DT_BOOL: np.bool_,
+    types_pb2.DT_STRING: np.object_,
+    # Not convertible from JSON values (UNIMPLEMENTED), only as empty tensors:
+    types_pb2.DT_HALF: np.float16,
+    types_pb2.DT_UINT16: np.uint16,
+    types_pb2.DT_COMPLEX64: np.complex64,
+    types_pb2.DT_COMPLEX128: np.complex128,
+}
+_FLOATS = frozenset({types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE})
+_I32 = (-(2**31), 2**31 - 1)
+# The JSON integers each dtype takes (rapidjson IsInt / IsInt64 / IsUint / IsUint64). INT16, INT8 and UINT8
+# take any int32 and are narrowed with wrap-around, as TF's TensorProto -> Tensor copy does.
+_INT_RANGE: dict[int, tuple[int, int]] = {
+    types_pb2.DT_INT32: _I32,
+    types_pb2.DT_INT16: _I32,
+    types_pb2.DT_INT8: _I32,
+    types_pb2.DT_UINT8: _I32,
+    types_pb2.DT_INT64: (-(2**63), 2**63 - 1),
+    types_pb2.DT_UINT32: (0, 2**32 - 1),
+    types_pb2.DT_UINT64: (0, 2**64 - 1),
+}
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def _dtype_name(dtype: int) -> str:
+    """TF's `DataTypeString`: `float`, `int32`, `float_ref`, ..."""
+    if dtype == types_pb2.DT_INVALID:
+        return "INVALID"
+    try:
+        return str(types_pb2.DataType.Name(dtype))[3:].lower()
+    except ValueError:
+        return f"unknown dtype enum ({dtype})"
+
+
+# --- reading JSON --------------------------------------------------------------------------------------
+
+_DECODER = json.JSONDecoder()
+_WHITESPACE = " \t\n\r"
+_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[][{}]')
+_LITERALS = {"t": "true", "f": "false", "n": "null", "N": "NaN", "I": "Infinity"}
+
+
+def parse_json_object(body: bytes) -> dict[str, Json]:
+    """TF Serving's `ParseJson`: the request body as a JSON object, or INVALID_ARGUMENT with its texts."""
+    if not body:
+        raise invalid_argument("JSON Parse error: The document is empty")
+    nul = body.find(b"\0")  # rapidjson's stream ends at the first NUL byte
+    if nul >= 0:
+        body = body[:nul]
+    bom = 0
+    for byte in b"\xef\xbb\xbf":  # rapidjson skips each BOM byte on its own
+        if bom < len(body) and body[bom] == byte:
+            bom += 1
+    # Bytes that are not UTF-8 survive as lone surrogates and are restored by `utf8()` (rapidjson does not
+    # validate encodings: such strings reach the tensor as the raw bytes).
+    text = body[bom:].decode("utf-8", "surrogateescape")
+    start = len(text) - len(text.lstrip(_WHITESPACE))
+
+    def error(message: str, pos: int) -> ServingError:
+        offset = bom + len(text[:pos].encode("utf-8", "surrogateescape"))
+        return invalid_argument(f"JSON Parse error: {message} at offset: {offset}")
+
+    if start == len(text):
+        raise error("The document is empty.", start)
+    try:
+        doc, _ = _DECODER.raw_decode(text, start)  # trailing data is ignored (kParseStopWhenDoneFlag)
+    except json.JSONDecodeError as e:
+        raise error(*_rapidjson_error(text, e.msg, e.pos, start)) from None
+    except ValueError:  # an integer beyond Python's digit limit
+        match = re.search(rf"-?\d{{{sys.get_int_max_str_digits() + 1}}}", text)
+        raise error("Number too big to be stored in double.", match.start() if match else 0) from None
+    except RecursionError:
+        raise invalid_argument("JSON Parse error: The document is nested too deeply.") from None
+    if not isinstance(doc, dict):
+        raise format_error_status(doc, "Is not object")
+    return doc
+
+
+def _rapidjson_error(text: str, msg: str, pos: int, start: int) -> tuple[str, int]:
+    """rapidjson's message and error position for the error Python's decoder reports at `pos`."""
+    char = text[pos : pos + 1]
+    if msg.startswith("Expecting value"):
+        if pos == start and char and char in "]},:":
+            return "The document is empty.", pos  # rapidjson's error for a bad first token
+        return "Invalid value.", _invalid_value_end(text, pos)
+    if msg.startswith(("Expecting property name", "Illegal trailing comma before end of object")):
+        return "Missing a name for object member.", pos
+    if msg.startswith("Illegal trailing comma"):
+        return "Invalid value.", pos
+    if msg.startswith("Expecting ':'"):
+        return "Missing a colon after a name of object member.", pos
+    if msg.startswith("Expecting ','"):
+        number = _number_before(text, pos)
+        if char == "." and number and "." not in number and "e" not in number.lower():
+            return "Miss fraction part in number.", pos + 1
+        if char in ("e", "E") and number and "e" not in number.lower():
+            return "Miss exponent in number.", pos + 1 + (text[pos + 1 : pos + 2] in ("+", "-"))
+        if _innermost_container(text, pos) == "{":
+            return "Missing a comma or '}' after an object member.", pos
+        return "Missing a comma or ']' after an array element.", pos
+    if msg.startswith("Unterminated string"):
+        return "Missing a closing quotation mark in string.", len(text)
+    if msg.startswith(("Invalid control character", "Invalid \\escape")):
+        return "Invalid escape character in string.", pos
+    if msg.startswith("Invalid \\u"):
+        return "Incorrect hex digit after \\u escape in string.", max(text.rfind("\\", 0, pos + 1), 0)
+    return "Invalid value.", pos
+
+
+def _invalid_value_end(text: str, pos: int) -> int:
+    """Where rapidjson stops reading a bad value: after the part of a literal (or `-`) that matched."""
+    if text[pos : pos + 1] == "-":
+        pos += 1
+        if text[pos : pos + 1] not in ("I", "N"):
+            return pos
+    literal = _LITERALS.get(text[pos : pos + 1])
+    if literal is None:
+        return pos
+    matched = 1
+    while matched < len(literal) and text[pos + matched : pos + matched + 1] == literal[matched]:
+        matched += 1
+    return pos + matched
+
+
+def _number_before(text: str, pos: int) -> str:
+    start = pos
+    while start > 0 and text[start - 1] in "0123456789.eE+-":
+        start -= 1
+    return text[start:pos] if any(c.isdigit() for c in text[start:pos]) else ""
+
+
+def _innermost_container(text: str, pos: int) -> str:
+    """`[` or `{`: the container still open at `pos` (error path only)."""
+    stack: list[str] = []
+    for match in _STRING_OR_BRACKET.finditer(text, 0, pos):
+        token = match.group()
+        if token in ("[", "{"):
+            stack.append(token)
+        elif token in ("]", "}") and stack:
+            stack.pop()
+    return stack[-1] if stack else "["
+
+
+def utf8(text: str) -> bytes:
+    """A parsed JSON string as the bytes the client sent (see `parse_json_object`)."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return b"".join(
+            c.encode("utf-8", "surrogateescape" if "\udc80" <= c <= "\udcff" else "surrogatepass")
+            for c in text
+        )
+
+
+def signature_name(doc: dict[str, Json]) -> str:
+    """TF Serving's `FillSignature`: the optional `signature_name` string."""
+    name = doc.get("signature_name", "")
+    if not isinstance(name, str):
+        raise invalid_argument(
+            f"JSON Value: {debug_string(doc)} not formatted correctly. "
+            "'signature_name' key must be a string value."
+        )
+    return name
+
+
+def json_type(value: Json) -> str:
+    """rapidjson's type of a value, as TF Serving names it."""
+    if value is None:
+        return "Null"
+    if value is True:
+        return "True"
+    if value is False:
+        return "False"
+    if isinstance(value, dict):
+        return "Object"
+    if isinstance(value, list):
+        return "Array"
+    return "String" if isinstance(value, str) else "Number"
+
+
+def is_base64_object(value: Json) -> bool:
+    """`{"b64": "<string>"}` and nothing else."""
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def decode_base64_object(value: Json) -> bytes:
+    if not isinstance(value, dict) or not is_base64_object(value):
+        raise invalid_argument(f"JSON Value: {debug_string(value)} not formatted correctly for base64 data")
+    encoded = value["b64"]
+    assert isinstance(encoded, str)
+    decoded = _base64_unescape(utf8(encoded))
+    if decoded is None:
+        raise invalid_argument("Unable to base64 decode")
+    return decoded
+
+
+_BASE64_ALPHABET = re.compile(rb"[A-Za-z0-9+/]*")
+
+
+def _base64_unescape(data: bytes) -> bytes | None:
+    """absl's `Base64Unescape`: whitespace ignored, padding (`=` or `.`) optional but exact if present."""
+    data = data.translate(None, b" \t\n\v\f\r")
+    core = data.rstrip(b"=.")
+    if not _BASE64_ALPHABET.fullmatch(core) or len(core) % 4 == 1:
+        return None
+    missing = -len(core) % 4
+    if len(data) - len(core) not in (0, missing):
+        return None
+    return binascii.a2b_base64(core + b"=" * missing)
+
+
+# --- writing JSON the way rapidjson does ---------------------------------------------------------------
+
+_ESCAPES = {i: f"\\u{i:04X}" for i in range(0x20)} | {
+    0x08: "\\b",
+    0x09: "\\t",
+    0x0A: "\\n",
+    0x0C: "\\f",
+    0x0D: "\\r",
+    0x22: '\\"',
+    0x5C: "\\\\",
+}
+_DEBUG_LIMIT = 256  # TF Serving's kMaxJsonDebugStringBytes
+
+
+def quote(text: str) -> str:
+    """A JSON string literal escaped like rapidjson's writer (non-ASCII characters are not escaped)."""
+    return '"' + text.translate(_ESCAPES) + '"'
+
+
+def encode(text: str) -> bytes:
+    """A response body; characters that are not valid UTF-8 (raw request bytes) become `?`."""
+    return text.encode("utf-8", "replace")
+
+
+def _rapidjson_double(value: float) -> str:
+    """rapidjson's `Writer::Double` for a finite value: shortest digits, `1.0`, `1e-7`, `1.5e300`."""
+    if value == 0:
+        return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
+    sign = "-" if value < 0 else ""
+    mantissa, _, exponent = repr(abs(value)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("0")
+    k = int(exponent or 0) - len(fraction) + len(digits) - len(digits.rstrip("0"))
+    digits = digits.rstrip("0")
+    kk = len(digits) + k  # the decimal point sits after `kk` digits
+    if k >= 0 and kk <= 21:
+        text = digits + "0" * k + ".0"
+    elif 0 < kk <= 21:
+        text = digits[:kk] + "." + digits[kk:]
+    elif -6 < kk <= 0:
+        text = "0." + "0" * -kk + digits
+    elif len(digits) == 1:
+        text = f"{digits}e{kk - 1}"
+    else:
+        text = f"{digits[0]}.{digits[1:]}e{kk - 1}"
+    return sign + text
+
+
+def _nbytes(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+class _DebugWriter:
+    """rapidjson's PrettyWriter (single-line arrays) behind TF Serving's `JsonWriterWithLimit`: every write
+    starts only while fewer than 256 bytes are out, so the text may stop anywhere."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self.levels: list[list[int]] = []  # [is_array, values written]
+
+    def _put(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += _nbytes(text)
+
+    def _prefix(self) -> None:
+        if not self.levels:
+            return
+        level = self.levels[-1]
+        if level[0]:
+            if level[1]:
+                self._put(", ")
+        else:
+            self._put("\n" if not level[1] else ",\n" if level[1] % 2 == 0 else ": ")
+            if level[1] % 2 == 0:
+                self._put(" " * 4 * len(self.levels))
+        level[1] += 1
+
+    def value(self, value: Json) -> bool:
+        if self.size >= _DEBUG_LIMIT:
+            return False
+        self._prefix()
+        if isinstance(value, dict | list):
+            is_array = isinstance(value, list)
+            self._put("[" if is_array else "{")
+            self.levels.append([is_array, 0])
+            for item in value if isinstance(value, list) else chain.from_iterable(value.items()):
+                if self.size >= _DEBUG_LIMIT:
+                    return False
+                if not is_array and self.levels[-1][1] % 2 == 0:
+                    self._prefix()
+                    self._put(quote(item))  # type: ignore[arg-type]  # a key
+                elif not self.value(item):
+                    return False
+            if self.size >= _DEBUG_LIMIT:
+                return False
+            count = self.levels.pop()[1]
+            if not is_array and count:
+                self._put("\n" + " " * 4 * len(self.levels))
+            self._put("]" if is_array else "}")
+        elif value is None or isinstance(value, bool):
+            self._put("null" if value is None else "true" if value else "false")
+        elif isinstance(value, int):
+            self._put(str(value))
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                return False  # rapidjson's writer refuses NaN and Infinity
+            self._put(_rapidjson_double(value))
+        else:
+            self._put(quote(value))
+        return True
+
+
+def debug_string(value: Json) -> str:
+    """TF Serving's `JsonValueToDebugString`: a pretty dump cut after about 256 bytes."""
+    writer = _DebugWriter()
+    writer.value(value)
+    return "".join(writer.parts)
+
+
+def format_error_status(doc: Json, text: str) -> ServingError:
+    """TF Serving's `FormatError`: `JSON Value: <dump> <text>`."""
+    return invalid_argument(f"JSON Value: {debug_string(doc)} {text}")
+
+
+_F32 = struct.Struct("f")
+
+
+def to_float32(value: float) -> float:
+    """The nearest float32, as a Python float (+-inf beyond its range)."""
+    try:
+        return float(_F32.unpack(_F32.pack(value))[0])
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+def as_double(value: float) -> float:
+    """A JSON number as a double; integers beyond the double range become +-inf (rapidjson refuses them)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def write_decimal(value: float, is_double: bool) -> str:
+    """TF Serving's `WriteDecimal`: `%g` if that round-trips at the value's precision, else `%.9g` (float) or
+    `%.17g` (double); `.0` appended to whole numbers; bare `NaN`, `Infinity`, `-Infinity`."""
+    if not is_double:
+        value = to_float32(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "-Infinity" if value < 0 else "Infinity"
+    text = f"{value:g}"
+    back = float(text)
+    if (back if is_double else to_float32(back)) != value:
+        text = f"{value:.17g}" if is_double else f"{value:.9g}"
+    if "." not in text and "e" not in text:
+        text += ".0"
+    return text
+
+
+def _decimal_tokens(values: Array) -> list[str]:
+    """`write_decimal` over a float32 or float64 array, its round-trip test done by numpy."""
+    floats: list[float] = values.tolist()
+    texts = list(map("%g".__mod__, floats))
+    with np.errstate(over="ignore", invalid="ignore"):
+        back = np.array(texts, dtype=np.float64).astype(values.dtype)
+    finite = np.isfinite(values)
+    redo: list[bool] = ((back != values) & finite).tolist()  # %g does not round-trip: full precision
+    full = ("%.17g" if values.dtype == np.float64 else "%.9g").__mod__
+    texts = [full(f) if r else t for t, r, f in zip(texts, redo, floats, strict=True)]
+    texts = [t if "." in t or "e" in t else t + ".0" for t in texts]
+    for i in np.flatnonzero(~finite).tolist():
+        v = floats[i]
+        texts[i] = "NaN" if math.isnan(v) else "-Infinity" if v < 0 else "Infinity"
+    return texts
+
+
+def _indent(depth: int) -> str:
+    return " " * 4 * depth
+
+
+# --- predict request -----------------------------------------------------------------------------------
+
+
+def parse_predict(body: bytes, get_input_map: Callable[[str], Mapping[str, int]]) -> PredictJson:
+    """TF Serving's `FillPredictRequestFromJson`. `get_input_map(signature_name)` gives the signature's
+    {input alias: DataType} (or raises); it is called after the body is parsed, as in TF Serving."""
+    doc = parse_json_object(body)
+    name = signature_name(doc)
+    input_map = dict(get_input_map(name))
+    if not input_map:
+        raise invalid_argument(f"Failed to get input map for signature: {name or 'DEFAULT'}")
+    if "instances" in doc:
+        if "inputs" in doc:
+            raise format_error_status(
+                doc, "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist "
+            )
+        instances = doc["instances"]
+        if not isinstance(instances, list):
+            raise format_error_status(doc, "Expecting 'instances' to be an list/array")
+        if not instances:
+            raise format_error_status(doc, "No values in 'instances' array")
+        return PredictJson(name, _from_instances(instances, input_map), Format.ROW)
+    if "inputs" in doc:
+        return PredictJson(name, _from_inputs(doc["inputs"], input_map), Format.COLUMNAR)
+    raise invalid_argument("Missing 'inputs' or 'instances' key")
+
+
+@dataclass(slots=True)
+class _Rows:
+    shape: tuple[int, ...]
+    size: int
+    values: list[Any] = field(default_factory=list)
+
+
+def _is_named_object(value: Json) -> bool:
+    return isinstance(value, dict) and not is_base64_object(value)
+
+
+def _from_instances(instances: list[Json], input_map: dict[str, int]) -> dict[str, Array]:
+    """Row format: every element is one row of the (single) input, or an object with one row per input."""
+    if not isinstance(instances[0], dict) and len(input_map) > 1:
+        raise invalid_argument(
+            "instances is a plain list, but expecting list of objects as multiple input tensors required as "
+            "per tensorinfo_map"
+        )
+    objects = _is_named_object(instances[0])
+    names = sorted(input_map)
+    rows: dict[str, _Rows] = {}
+    for i, element in enumerate(instances):
+        if objects:
+            if not isinstance(element, dict) or is_base64_object(element):
+                raise invalid_argument(f"Expecting object but got list at item {i} of input list")
+            for key, item in element.items():
+                try:
+                    _add_row(rows, key, item, input_map)
+                except ServingError as e:
+                    raise invalid_argument(
+                        f"Failed to process element: {i} key: {key} of 'instances' list. Error: {e.status_text()}"
+                    ) from None
+            if sorted(element) != names:
+                raise invalid_argument(
+                    f"Failed to process element: {i} of 'instances' list. JSON object: {debug_string(element)} "
+                    f"keys must be equal to: {','.join(names)}"
+                )
+        else:
+            if _is_named_object(element):
+                raise invalid_argument(f"Expecting value/list but got object at item {i} of input list")
+            try:
+                _add_row(rows, names[0], element, input_map)
+            except ServingError as e:
+                raise invalid_argument(
+                    f"Failed to process element: {i} of 'instances' list. Error: {e.status_text()}"
+                ) from None
+    return {
+        key: _to_array(r.values, (len(instances), *r.shape), input_map[key])
+        for key, r in sorted(rows.items())
+    }
+
+
+def _add_row(rows: dict[str, _Rows], key: str, item: Json, input_map: dict[str, int]) -> None:
+    if key not in input_map:
+        raise invalid_argument(f"JSON object: does not have named input: {key}")
+    shape, values = _tensor_values(item, input_map[key], MAX_RANK - 1)
+    seen = rows.get(key)
+    if seen is None:
+        rows[key] = _Rows(shape, len(values), values)
+    elif len(values) != seen.size:
+        raise invalid_argument(f"Expecting tensor size: {seen.size} but got: {len(values)}")
+    elif shape != seen.shape:
+        raise invalid_argument(f"Expecting shape {_shape_text(seen.shape)} but got: {_shape_text(shape)}")
+    else:
+        seen.values.extend(values)
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "[" + ",".join(map(str, shape)) + "]"
+
+
+def _from_inputs(value: Json, input_map: dict[str, int]) -> dict[str, Array]:
+    """Columnar format: one value (single input) or an object keyed by input alias; extra keys ignored."""
+    if not isinstance(value, dict) or is_base64_object(value):
+        if len(input_map) > 1:
+            raise invalid_argument(
+                "inputs is a plain value/list, but expecting an object as multiple input tensors required as "
+                "per tensorinfo_map"
+            )
+        ((key, dtype),) = input_map.items()
+        return {key: _tensor(value, dtype)}
+    tensors = {}
+    for key in sorted(input_map):
+        if key not in value:
+            raise invalid_argument(f"Missing named input: {key} in 'inputs' object.")
+        tensors[key] = _tensor(value[key], input_map[key])
+    return tensors
+
+
+def _tensor(value: Json, dtype: int) -> Array:
+    shape, values = _tensor_values(value, dtype, MAX_RANK)
+    return _to_array(values, shape, dtype)
+
+
+def _tensor_values(value: Json, dtype: int, max_rank: int) -> tuple[tuple[int, ...], list[Any]]:
+    """The shape (from the first element at each level) and the flat converted values of a dense JSON tensor,
+    or the first error in document order, as TF Serving's `FillTensorProto` finds it."""
+    dims: list[int] = []
+    first = value
+    while isinstance(first, list):
+        dims.append(len(first))
+        if len(dims) > max_rank:
+            raise invalid_argument(
+                f"JSON Value: {debug_string(value)} is nested deeper than {max_rank} levels; tensors of more "
+                f"than {MAX_RANK} dimensions are not supported"
+            )
+        if not first:
+            break
+        first = first[0]
+    shape = tuple(dims)
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise invalid_argument(
+            f"JSON Value: {debug_string(value)} has {math.prod(shape)} elements, more than the "
+            f"{MAX_ELEMENTS} supported"
+        )
+    leaves = _dense_leaves(value, shape)
+    if leaves is None:  # ragged somewhere: walk it in document order to report the first error
+        values: list[Any] = []
+        _walk(value, 0, shape, dtype, values)
+        return shape, values
+    if not leaves and dtype not in _NUMPY:
+        raise unimplemented(f"Conversion of JSON Value: {debug_string(value)} to type: {_dtype_name(dtype)}")
+    return shape, _leaf_values(leaves, dtype, len(shape))
+
+
+def _dense_leaves(value: Json, shape: tuple[int, ...]) -> list[Json] | None:
+    """The leaves in document order if every list has its level's size, else None."""
+    items: list[Json] = [value]
+    for dim in shape:
+        for item in items:
+            if type(item) is not list or len(item) != dim:
+                return None
+        items = list(chain.from_iterable(items))  # type: ignore[arg-type]
+    return items
+
+
+def _walk(value: Json, level: int, shape: tuple[int, ...], dtype: int, out: list[Any]) -> None:
+    rank = len(shape)
+    if not isinstance(value, list):
+        if level != rank:
+            raise invalid_argument(
+                f"JSON Value: {debug_string(value)} found at incorrect level: {level + 1} in the JSON DOM. "
+                f"Expected at level: {rank}"
+            )
+        out.append(_leaf_value(value, dtype, rank))
+        return
+    if level >= rank:
+        raise invalid_argument(f"Encountered list at unexpected level: {level} expected < {rank}")
+    if len(value) != shape[level]:
+        raise invalid_argument(
+            f"Encountered list at unexpected size: {len(value)} at level: {level} "
+            f"expected size: {shape[level]}"
+        )
+    for item in value:
+        _walk(item, level + 1, shape, dtype, out)
+
+
+def _leaf_values(leaves: list[Json], dtype: int, rank: int) -> list[Any]:
+    """Leaves checked (and strings decoded) for `dtype`; a set of types decides the common cases at once."""
+    types = set(map(type, leaves))
+    if dtype in _FLOATS:
+        if types <= _NUMBER_TYPES:
+            return leaves
+    elif dtype in _INT_RANGE:
+        low, high = _INT_RANGE[dtype]
+        ints = cast(list[int], leaves)
+        if types <= {int} and (not ints or (low <= min(ints) and max(ints) <= high)):
+            return leaves
+    elif dtype == types_pb2.DT_BOOL:
+        if types <= {bool}:
+            return leaves
+    elif dtype == types_pb2.DT_STRING and types <= {str}:
+        return [utf8(s) for s in leaves]  # type: ignore[arg-type]
+    return [_leaf_value(leaf, dtype, rank) for leaf in leaves]
+
+
+def _type_error(value: Json, dtype: int) -> ServingError:
+    return invalid_argument(
+        f"JSON Value: {debug_string(value)} Type: {json_type(value)} is not of expected type: {_dtype_name(dtype)}"
+    )
+
+
+def _leaf_value(value: Json, dtype: int, rank: int) -> Any:
+    """TF Serving's `AddValueToTensor` for one leaf (objects are base64 strings or type errors)."""
+    if isinstance(value, list):
+        raise invalid_argument(f"Encountered list at unexpected level: {rank} expected < {rank}")
+    if isinstance(value, dict):
+        if dtype == types_pb2.DT_STRING:
+            return decode_base64_object(value)
+        raise _type_error(value, dtype)
+    kind = type(value)
+    if dtype in _FLOATS:
+        ok = kind in _NUMBER_TYPES
+    elif dtype in _INT_RANGE:
+        low, high = _INT_RANGE[dtype]
+        ok = kind is int and low <= value <= high  # type: ignore[operator]
+    elif dtype == types_pb2.DT_BOOL:
+        ok = kind is bool
+    elif dtype == types_pb2.DT_STRING:
+        if isinstance(value, str):
+            return utf8(value)
+        ok = False
+    else:
+        raise unimplemented(f"Conversion of JSON Value: {debug_string(value)} to type: {_dtype_name(dtype)}")
+    if not ok:
+        raise _type_error(value, dtype)
+    return value
+
+
+def _to_array(values: list[Any], shape: tuple[int, ...], dtype: int) -> Array:
+    target = _NUMPY[dtype]
+    if dtype == types_pb2.DT_STRING:
+        array = np.empty(len(values), dtype=object)
+        array[:] = values
+    elif dtype in _INT_RANGE:  # values are in range; narrower types wrap like TF's int32 -> int8 copy
+        array = np.array(values, dtype=np.uint64 if dtype == types_pb2.DT_UINT64 else np.int64).astype(target)
+    elif dtype in _FLOATS:
+        try:
+            wide = np.array(values, dtype=np.float64)
+        except OverflowError:  # integers beyond the double range
+            wide = np.array([as_double(v) for v in values])
+        with np.errstate(over="ignore"):
+            array = wide.astype(target)
+    else:
+        array = np.array(values, dtype=target)
+    return array.reshape(shape)
+
+
+# --- predict response ----------------------------------------------------------------------------------
+
+_INT_OUTPUTS = frozenset(_INT_RANGE)
+
+
+def format_predict(outputs: Mapping[str, Array], dtypes: Mapping[str, int], fmt: Format) -> bytes:
+    """TF Serving's `MakeJsonFromTensors`: `{"predictions": ...}` (row) or `{"outputs": ...}` (columnar)."""
+    if not outputs:
+        raise invalid_argument("Cannot convert empty tensor map to JSON")
+    names = sorted(outputs)
+    arrays = {name: np.asarray(outputs[name]) for name in names}
+    match fmt:
+        case Format.ROW:
+            batch = -1
+            for name in names:
+                shape = arrays[name].shape
+                if not shape:
+                    raise invalid_argument(f"Tensor name: {name} has no shape information ")
+                if batch >= 0 and shape[0] != batch:
+                    raise invalid_argument(
+                        f"Tensor name: {name} has inconsistent batch size: {shape[0]} expecting: {batch}"
+                    )
+                batch = shape[0]
+            # Rows go on one line each; with several outputs each row is an object one level deeper.
+            depth = 2 if len(names) == 1 else 3
+            rows = {
+                name: _single_line(_tokens(name, arrays[name], dtypes[name], depth - 1), arrays[name].shape)
+                for name in names
+            }
+            if len(names) == 1:
+                items = ", ".join(rows[names[0]])
+            else:
+                items = ",".join(
+                    "\n        {"
+                    + ",".join(f"\n            {quote(name)}: {rows[name][b]}" for name in names)
+                    + "\n        }"
+                    for b in range(batch)
+                )
+            text = '{\n    "predictions": [' + items + ("\n    ]" if batch else "]") + "\n}"
+        case Format.COLUMNAR:
+            if len(names) == 1:
+                (name,) = names
+                value = _pretty(_tokens(name, arrays[name], dtypes[name], 1), arrays[name].shape, 1)
+                text = '{\n    "outputs": ' + value + "\n}"
+            else:
+                members = ",".join(
+                    f"\n        {quote(name)}: "
+                    + _pretty(_tokens(name, arrays[name], dtypes[name], 2), arrays[name].shape, 2)
+                    for name in names
+                )
+                text = '{\n    "outputs": {' + members + "\n    }\n}"
+        case _:
+            assert_never(fmt)
+    return encode(text)
+
+
+def _tokens(name: str, array: Array, dtype: int, depth: int) -> list[str]:
+    """The JSON text of every element; `depth` is the writer's nesting where the array starts."""
+    flat = array.reshape(-1)
+    if dtype == types_pb2.DT_FLOAT:
+        return _decimal_tokens(flat.astype(np.float32))
+    if dtype == types_pb2.DT_DOUBLE:
+        return _decimal_tokens(flat.astype(np.float64))
+    if dtype in _INT_OUTPUTS:
+        return [str(v) for v in flat.astype(_NUMPY[dtype]).tolist()]
+    if dtype == types_pb2.DT_BOOL:
+        return ["true" if v else "false" for v in flat.tolist()]
+    if dtype == types_pb2.DT_STRING:
+        strings = [v.encode() if isinstance(v, str) else bytes(v) for v in flat.tolist()]
+        if name.endswith("_bytes"):  # {"b64": ...}, an object one level below the innermost array
+            level = depth + array.ndim
+            head, tail = "{\n" + _indent(level + 1) + '"b64": "', '"\n' + _indent(level) + "}"
+            return [head + base64.b64encode(s).decode() + tail for s in strings]
+        return [quote(s.decode("utf-8", "replace")) for s in strings]
+    if flat.size:
+        raise invalid_argument(f"Failed to write JSON value for tensor type: {_dtype_name(dtype)}")
+    return []
+
+
+def _single_line(tokens: list[str], shape: tuple[int, ...]) -> list[str]:
+    """The items of the outermost dimension, inner arrays written on one line: `[[1, 2], [3, 4]]`."""
+    items = tokens
+    for axis in range(len(shape) - 1, 0, -1):
+        size = shape[axis]
+        items = [
+            "[" + ", ".join(items[g * size : (g + 1) * size]) + "]" for g in range(math.prod(shape[:axis]))
+        ]
+    return items
+
+
+def _pretty(tokens: list[str], shape: tuple[int, ...], depth: int) -> str:
+    """A whole tensor in rapidjson's default layout: one element a line, indented by nesting."""
+    items = tokens
+    for axis in range(len(shape) - 1, -1, -1):
+        size, level = shape[axis], depth + axis
+        sep, close = ",\n" + _indent(level + 1), "\n" + _indent(level) + "]"
+        items = [
+            "[\n" + _indent(level + 1) + sep.join(items[g * size : (g + 1) * size]) + close if size else "[]"
+            for g in range(math.prod(shape[:axis]))
+        ]
+    return items[0]
+
+
+def format_error(message: str) -> bytes:
+    """TF Serving's `MakeJsonFromStatus`: the message only, without the code."""
+    return encode('{\n    "error": ' + quote(message) + "\n}")
