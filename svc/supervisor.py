@@ -311,6 +311,9 @@ async def _serve_rest(
     config.accesslog = None
     config.graceful_timeout = options.shutdown_grace_seconds
     config.h11_max_incomplete_size = 64 * 1024
+    # Longer than the usual load-balancer idle timeout (60 s), so the balancer closes idle connections first
+    # and never reuses one the server is closing.
+    config.keep_alive_timeout = 75.0
     tls.configure_hypercorn(config, opts.ssl_config(options))
     try:
         await hypercorn_serve(rest.app(), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
