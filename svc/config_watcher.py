@@ -7,13 +7,15 @@ then wait until every newly added model is AVAILABLE or failed. With `--model_co
 > 0 the file is re-read every N seconds; a file that fails to parse or validate is logged and ignored.
 
 Deliberate difference (tfs#1608): a label may name a version that is still loading; it resolves once that
-version is AVAILABLE. TF Serving refuses such a label unless
-`--allow_version_labels_for_unavailable_models`, which breaks start-up with labels in the config file.
+version is AVAILABLE. Labels of models that a config adds (at start-up or on reload) are checked after those
+models loaded. TF Serving checks every label before loading anything and refuses a label to a version that is
+not yet AVAILABLE (unless `--allow_version_labels_for_unavailable_models`), which makes labels in a config
+file break start-up and makes it impossible to add a model together with its labels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import anyio
 from anyio.abc import ObjectSendStream
@@ -52,14 +54,23 @@ def model_names(config: Config) -> tuple[str, ...]:
     return tuple(m.name for m in config.model_config_list.config)
 
 
-def check_labels(config: Config, previous: Config | None, table: Table, allow_unavailable: bool) -> None:
-    """TF Serving's `UpdateModelVersionLabelMap` check, plus labels for versions still loading."""
+def check_labels(
+    config: Config,
+    previous: Config | None,
+    table: Table,
+    allow_unavailable: bool,
+    models: Collection[str] | None = None,
+) -> None:
+    """TF Serving's `UpdateModelVersionLabelMap` check (for `models`, default all), plus labels for versions
+    still loading."""
     old_labels: dict[tuple[str, str], int] = {}
     if previous is not None:
         for model in previous.model_config_list.config:
             for label, version in model.version_labels.items():
                 old_labels[(model.name, label)] = version
     for model in config.model_config_list.config:
+        if models is not None and model.name not in models:
+            continue
         versions = table.get(model.name, {})
         for label, version in sorted(model.version_labels.items()):
             state = versions[version].state if version in versions else None
@@ -128,8 +139,9 @@ class ConfigWatcher:
             for model in config.model_config_list.config:
                 if model.HasField("logging_config"):
                     raise invalid_argument("No request-logger-creator provided.")
-            check_labels(config, self.current, self._monitor.snapshot(), self._allow_unavailable)
             added = tuple(n for n in model_names(config) if n not in set(model_names(self.current)))
+            kept = set(model_names(config)) - set(added)
+            check_labels(config, self.current, self._monitor.snapshot(), self._allow_unavailable, kept)
             self.current = config
             log.info("model_config_changed", models=list(model_names(config)), added=list(added))
             await self._out.send(model_sources(config))
@@ -140,3 +152,5 @@ class ConfigWatcher:
             raise ServingError(
                 Code.UNKNOWN, f"{len(failures)} model(s) did not become available: {{{''.join(failures)}}}"
             )
+        # Labels of models this reload added are checked once their versions had the chance to load.
+        check_labels(config, None, self._monitor.snapshot(), self._allow_unavailable, added)
