@@ -153,8 +153,11 @@ class StoragePoller:
         )
         if model.name not in self._publications:  # removed from the configuration meanwhile
             return
+        if result.error is not None:
+            self._unknown(model, result)
+            return
         self._log_duplicates(model, result.duplicates)
-        if result.error is not None or result.verdict is ListingVerdict.UNKNOWN:
+        if result.verdict is ListingVerdict.UNKNOWN:
             self._unknown(model, result)
             return
         failures = self._failures.pop(model.name, 0)

@@ -69,6 +69,8 @@ def moto() -> Iterator[Moto]:
 
 
 def upload_version(s3: object, version: int) -> None:
+    # A "folder" marker object, as the S3 console and some sync tools create: listed, fetched as a directory.
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{version}/variables/", Body=b"")  # type: ignore[attr-defined]
     for path in sorted(SOURCE.rglob("*")):
         if path.is_file():
             key = f"{PREFIX}/{version}/{path.relative_to(SOURCE).as_posix()}"
