@@ -53,6 +53,7 @@ class LoaderPool:
         num_load_threads: int = 0,
         num_unload_threads: int = 0,
         retry: RetryPolicy | None = None,
+        on_unloaded: Callable[[ServableId, Servable], None] | None = None,
     ) -> None:
         self._inbox = inbox
         self._replies = replies
@@ -61,6 +62,7 @@ class LoaderPool:
         self._load_limiter = anyio.CapacityLimiter(max(num_load_threads, 1))
         self._unload_limiter = anyio.CapacityLimiter(max(num_unload_threads, 1))
         self._retry = retry or RetryPolicy()
+        self._on_unloaded = on_unloaded
         self.loads_in_progress = 0
 
     def set_load_threads(self, n: int) -> None:
@@ -113,5 +115,10 @@ class LoaderPool:
 
     async def _unload(self, command: UnloadVersion) -> None:
         await command.servable.wait_idle()
-        await anyio.to_thread.run_sync(command.servable.close, limiter=self._unload_limiter)
+        await anyio.to_thread.run_sync(self._close, command, limiter=self._unload_limiter)
         await self._replies.send(VersionUnloaded(command.id))
+
+    def _close(self, command: UnloadVersion) -> None:
+        command.servable.close()
+        if self._on_unloaded is not None:
+            self._on_unloaded(command.id, command.servable)

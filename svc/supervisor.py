@@ -121,6 +121,7 @@ async def serve(options: opts.Options) -> int:
         num_load_threads=options.num_load_threads,
         num_unload_threads=options.num_unload_threads,
         retry=RetryPolicy(options.max_num_load_retries, options.load_retry_interval_micros / 1e6),
+        on_unloaded=lambda id, servable: cache.evict(servable.path),
     )
     pool.set_load_threads(options.num_initial_load_threads)
     poller = StoragePoller(
