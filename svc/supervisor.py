@@ -40,6 +40,7 @@ from svc.monitor import ModelsSettled, StateMonitor
 from svc.poller import StoragePoller
 from svc.request_log import RequestLog
 from svc.servable import Servable, load, session_config
+from svc.warmup import warm_up
 from svc.serving_map import ServingMapHolder
 
 log = get_logger(actor="supervisor")
@@ -104,6 +105,8 @@ async def serve(options: opts.Options) -> int:
             local = cache.materialize(path)
             try:
                 servable = load(id.name, id.version, local, tags, sess_config)
+                if options.enable_model_warmup:
+                    _warm_up(servable, local, options)
             except BaseException:
                 cache.evict(local)
                 raise
@@ -142,7 +145,9 @@ async def serve(options: opts.Options) -> int:
     core = api.Core(
         serving_map=serving_map,
         monitor=monitor,
-        batcher=Batcher(batching_policy(opts.batching_parameters(options), _inference_threads(options))),
+        batcher=Batcher(
+            batching_policy(opts.batching_parameters(options), _inference_threads(options)), metrics.batch
+        ),
         tensor_content=options.enable_serialization_as_tensor_content,
         signature_method_name_check=options.enable_signature_method_name_check,
         reloader=watcher,
@@ -171,6 +176,21 @@ async def serve(options: opts.Options) -> int:
         tg.cancel_scope.cancel()
     log.info("server_stopped")
     return 0
+
+
+def _warm_up(servable: Servable, local: str, options: opts.Options) -> None:
+    """Replay the version's warmup requests; a failure closes the session and fails the load."""
+    started = time.perf_counter()
+    try:
+        count = warm_up(
+            servable, local, options.num_request_iterations_for_warmup, options.enable_signature_method_name_check
+        )
+    except ServingError:
+        servable.close()
+        raise
+    if count:
+        log.info("servable_warmed_up", model=servable.name, version=servable.version, requests=count,
+                 seconds=round(time.perf_counter() - started, 3))
 
 
 def _state_gauges(monitor: StateMonitor, poller: StoragePoller, pool: LoaderPool) -> list[Metric]:
