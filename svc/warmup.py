@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import prediction_log_pb2
@@ -142,22 +143,22 @@ def replay(servable: Servable, log: prediction_log_pb2.PredictionLog, method_nam
             raise ServingError(Code.UNIMPLEMENTED, f"Unsupported log_type for warmup: {number}")
 
 
-def _run_classify(servable: Servable, signature_name: str, model_input: object, check: bool) -> None:
+def _run_classify(servable: Servable, signature_name: str, model_input: Any, check: bool) -> None:
     from svc import inference
 
     signature = inference.find_signature(servable, signature_name, inference.CLASSIFY_METHOD, check)
     input_name, output_names = inference.preprocess_classification(signature, check)
-    examples = inference.serialized_examples(model_input)  # type: ignore[arg-type]
+    examples = inference.serialized_examples(model_input)
     outputs = servable.run({input_name: examples}, output_names)
     inference.postprocess_classification(signature, len(examples), output_names, outputs)
 
 
-def _run_regress(servable: Servable, signature_name: str, model_input: object, check: bool) -> None:
+def _run_regress(servable: Servable, signature_name: str, model_input: Any, check: bool) -> None:
     from svc import inference
 
     signature = inference.find_signature(servable, signature_name, inference.REGRESS_METHOD, check)
     input_name, output_names = inference.preprocess_regression(signature, check)
-    examples = inference.serialized_examples(model_input)  # type: ignore[arg-type]
+    examples = inference.serialized_examples(model_input)
     outputs = servable.run({input_name: examples}, output_names)
     inference.postprocess_regression(signature, len(examples), output_names, outputs)
 
