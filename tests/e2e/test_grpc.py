@@ -118,11 +118,11 @@ def test_stateful_counter_runs_in_order(prediction_stub: Stub) -> None:
         (lambda r: setattr(r.model_spec, "signature_name", "nope"), grpc.StatusCode.FAILED_PRECONDITION,
          'Serving signature key "nope" not found.'),
         (lambda r: r.inputs["extra"].CopyFrom(tf.make_tensor_proto([1.0])), grpc.StatusCode.INVALID_ARGUMENT,
-         "input size does not match signature: 2!=1 len({extra,x}) != len({x}). Sent extra: {extra}. "
-         "Missing but required: {}."),
+         ("input size does not match signature: 2!=1 len({extra,x}) != len({x}). Sent extra: {extra}. "
+          "Missing but required: {}.")),
         (lambda r: r.inputs["z"].CopyFrom(r.inputs.pop("x")), grpc.StatusCode.INVALID_ARGUMENT,
-         "Signature input alias: x(feed name: x:0) not found in request and no default value provided. "
-         "Inputs expected to be in the request {z}, or default input alias set: "),
+         ("Signature input alias: x(feed name: x:0) not found in request and no default value provided. "
+          "Inputs expected to be in the request {z}, or default input alias set: ")),
         (lambda r: r.output_filter.append("z"), grpc.StatusCode.INVALID_ARGUMENT,
          "output tensor alias not found in signature: z Outputs expected to be in the set {y}."),
         (lambda r: r.output_filter.extend(["y", "y"]), grpc.StatusCode.INVALID_ARGUMENT,
