@@ -14,12 +14,11 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
-
-from digits import split  # noqa: E402
+import grpc
+import numpy as np
+import tensorflow as tf
+from digits import split
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 
 def run(server: str, model: str, num_tests: int, concurrency: int) -> dict[str, float]:

@@ -18,10 +18,9 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from digits import IMAGE_PIXELS, NUM_CLASSES, split  # noqa: E402
+import numpy as np
+import tensorflow as tf
+from digits import IMAGE_PIXELS, NUM_CLASSES, split
 
 
 def export(export_base: str, version: int, iterations: int) -> str:

@@ -7,7 +7,11 @@ import pytest
 from svc.messages import VersionPolicy
 from svc.policy import (
     AVAILABILITY_PRESERVING as AP,
+)
+from svc.policy import (
     RESOURCE_PRESERVING as RP,
+)
+from svc.policy import (
     Forget,
     Load,
     Unload,
