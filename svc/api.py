@@ -51,6 +51,7 @@ class Core:
     batcher: Batcher
     tensor_content: bool = False
     max_tensor_elements: int = MAX_TENSOR_ELEMENTS
+    signature_method_name_check: bool = False  # --enable_signature_method_name_check
     reloader: Reloader | None = None
     metrics: Metrics | None = None
 

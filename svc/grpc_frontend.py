@@ -19,7 +19,7 @@ from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.server import Stream
 
-from svc import api
+from svc import api, inference
 from svc._proto.tensorflow_serving.apis import model_service_grpc, prediction_service_grpc
 from svc.errors import Code, ServingError, grpc_message
 from svc.logging import get_logger
@@ -125,16 +125,18 @@ class PredictionService(prediction_service_grpc.PredictionServiceBase):
         await self._f.unary("GetModelMetadata", stream, handle)
 
     async def Classify(self, stream: Stream[Any, Any]) -> None:
-        await stream.recv_message()
-        raise GRPCError(Status.UNIMPLEMENTED, "Classify is not implemented by this server yet")
+        core = self._f.core
+        await self._f.unary("Classify", stream, lambda r, d: inference.classify(core, r, deadline=d))
 
     async def Regress(self, stream: Stream[Any, Any]) -> None:
-        await stream.recv_message()
-        raise GRPCError(Status.UNIMPLEMENTED, "Regress is not implemented by this server yet")
+        core = self._f.core
+        await self._f.unary("Regress", stream, lambda r, d: inference.regress(core, r, deadline=d))
 
     async def MultiInference(self, stream: Stream[Any, Any]) -> None:
-        await stream.recv_message()
-        raise GRPCError(Status.UNIMPLEMENTED, "MultiInference is not implemented by this server yet")
+        core = self._f.core
+        await self._f.unary(
+            "MultiInference", stream, lambda r, d: inference.multi_inference(core, r, deadline=d)
+        )
 
 
 class ModelService(model_service_grpc.ModelServiceBase):

@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
-from svc import api, json_example, json_tensor
+from svc import api, inference, json_example, json_tensor
 from svc.errors import Code, ServingError, http_status, invalid_argument
 from svc.health import Readiness
 from svc.logging import get_logger
@@ -149,7 +149,14 @@ class RestApi:
             if verb == "predict":
                 return await self.predict(target, body)
             if verb in ("classify", "regress"):
-                raise ServingError(Code.UNIMPLEMENTED, f"{verb} is not implemented by this server yet")
+                signature_name, model_input = json_example.parse_classify_regress(body, verb)
+                if verb == "classify":
+                    request_pb = inference.classification_request(target, signature_name, model_input)
+                    classified = await inference.classify(self._core, request_pb, deadline=self.deadline())
+                    return json_response(json_example.format_classify(classified.result))
+                regression_pb = inference.regression_request(target, signature_name, model_input)
+                regressed = await inference.regress(self._core, regression_pb, deadline=self.deadline())
+                return json_response(json_example.format_regress(regressed.result))
         elif method == "GET" and (m := _GET.fullmatch(uri)):
             name, version, label, metadata = m.groups()
             if name is None:
