@@ -73,6 +73,14 @@ def states(server: ServerProcess) -> dict[str, str]:
     return {s["version"]: s["state"] for s in body["model_version_status"]}
 
 
+def wait_for_states(server: ServerProcess, wanted: dict[str, str], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while states(server) != wanted:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"never reached {wanted}")
+        time.sleep(0.05)
+
+
 async def run(rounds: int, concurrency: int, steady: float) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="swap-bench-"))
     staging, served = work / "staging", work / "mlp"
@@ -92,9 +100,8 @@ async def run(rounds: int, concurrency: int, steady: float) -> dict[str, object]
             await asyncio.sleep(steady)
             t1 = time.perf_counter()
             await asyncio.to_thread(shutil.copytree, staging / str(version), served / str(version))
-            while await asyncio.to_thread(states, server) != {str(v): ("AVAILABLE" if v == version else "END")
-                                                              for v in range(1, version + 1)}:
-                await asyncio.sleep(0.05)
+            wanted = {str(v): ("AVAILABLE" if v == version else "END") for v in range(1, version + 1)}
+            await asyncio.to_thread(wait_for_states, server, wanted)
             swapped = time.perf_counter()
             await asyncio.sleep(1.0)
             t2 = time.perf_counter()
