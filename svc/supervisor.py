@@ -40,8 +40,8 @@ from svc.monitor import ModelsSettled, StateMonitor
 from svc.poller import StoragePoller
 from svc.request_log import RequestLog
 from svc.servable import Servable, load, session_config
-from svc.warmup import warm_up
 from svc.serving_map import ServingMapHolder
+from svc.warmup import warm_up
 
 log = get_logger(actor="supervisor")
 
