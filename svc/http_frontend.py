@@ -42,6 +42,8 @@ _V1 = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 _ORIGIN = re.compile(r"https?://")
 _INT64_MAX = 2**63 - 1
 JSON = "application/json"
+OFFLOAD_BYTES = 64 * 1024  # request bodies above this are parsed in a worker thread
+OFFLOAD_ELEMENTS = 8192  # responses above this many elements are written in a worker thread
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, GET",
@@ -204,10 +206,15 @@ class RestApi:
 
     async def predict(self, target: api.Target, body: bytes) -> Response:
         held: list[Servable] = []
+        offload = len(body) > OFFLOAD_BYTES  # big JSON is parsed and written off the event loop
 
-        def input_map(signature_name: str) -> Mapping[str, int]:
+        def acquire() -> Servable:
             servable = api.acquire(self._core, target)
             held.append(servable)
+            return servable
+
+        def input_map(signature_name: str) -> Mapping[str, int]:
+            servable = anyio.from_thread.run_sync(acquire) if offload else acquire()
             signature = servable.signatures.get(api.signature_name_or_default(signature_name))
             if signature is None:
                 raise invalid_argument(
@@ -221,11 +228,20 @@ class RestApi:
             return {alias: info.dtype for alias, info in signature.inputs.items()}
 
         try:
-            parsed = json_tensor.parse_predict(body, input_map)
+            if offload:
+                parsed = await anyio.to_thread.run_sync(json_tensor.parse_predict, body, input_map)
+            else:
+                parsed = json_tensor.parse_predict(body, input_map)
             result = await api.run_predict(
                 self._core, held[0], parsed.signature_name, parsed.inputs, deadline=self.deadline()
             )
-            return json_response(json_tensor.format_predict(result.outputs, result.dtypes, parsed.format))
+            if offload or sum(a.size for a in result.outputs.values()) > OFFLOAD_ELEMENTS:
+                text = await anyio.to_thread.run_sync(
+                    json_tensor.format_predict, result.outputs, result.dtypes, parsed.format
+                )
+            else:
+                text = json_tensor.format_predict(result.outputs, result.dtypes, parsed.format)
+            return json_response(text)
         finally:
             for servable in held:
                 servable.release()
