@@ -8,6 +8,7 @@ reply and every unload in a `VersionUnloaded`, so the manager never waits on a t
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, assert_never
@@ -122,3 +123,6 @@ class LoaderPool:
         command.servable.close()
         if self._on_unloaded is not None:
             self._on_unloaded(command.id, command.servable)
+        # A TF graph is full of reference cycles: collect it now rather than whenever the next full
+        # collection happens. Cheap because the supervisor froze everything that existed before the loads.
+        gc.collect()

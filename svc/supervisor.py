@@ -8,6 +8,7 @@ and ends the process non-zero for the orchestrator to restart.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import signal
@@ -77,6 +78,9 @@ def _inference_threads(options: opts.Options) -> int:
 
 
 async def serve(options: opts.Options) -> int:
+    # TensorFlow's ~300k module-level objects never die: move them out of the collector's way, so the
+    # collection after each unload (which frees the old graph's cycles) takes a millisecond, not 300.
+    gc.freeze()
     config = opts.model_server_config(options)
     opts.validate_model_server_config(config)
     names = tuple(m.name for m in config.model_config_list.config)
