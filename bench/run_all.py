@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import signal
 import socket
 import statistics
@@ -85,15 +86,13 @@ def wait_ready(server: Server, log: Path, timeout: float) -> None:
     server.error = f"not AVAILABLE after {timeout:.0f} s:\n{log_tail(log)}"
 
 
-def start_server(name: str, timeout: float) -> Server:
+def start_server(name: str, timeout: float, server_cmd: list[str]) -> Server:
     grpc_port, rest_port = free_port(), free_port()
     if name == "echo":
         argv = [PY, str(BENCH / "echo_server.py"), f"--port={grpc_port}", f"--rest_api_port={rest_port}"]
     else:
         argv = [
-            PY,
-            "-m",
-            "svc",
+            *server_cmd,
             f"--port={grpc_port}",
             f"--rest_api_port={rest_port}",
             f"--model_name={MODEL}",
@@ -124,11 +123,11 @@ def stop_server(server: Server) -> None:
 
 
 @contextlib.contextmanager
-def servers(names: list[str], timeout: float) -> Iterator[dict[str, Server]]:
+def servers(names: list[str], timeout: float, server_cmd: list[str]) -> Iterator[dict[str, Server]]:
     started: dict[str, Server] = {}
     try:
         for name in names:
-            started[name] = start_server(name, timeout)
+            started[name] = start_server(name, timeout, server_cmd)
         yield started
     finally:
         for server in started.values():
@@ -243,6 +242,7 @@ def scenario_table(
         for c in levels:
             cells: dict[str, tuple[float | None, float | None, float | None]] = {}
             errors: dict[str, str] = {}
+            rps_by_run: dict[str, dict[int, float]] = {}
             for name in ("echo", "aspired"):
                 rs = [
                     r
@@ -251,12 +251,20 @@ def scenario_table(
                 ]
                 cells[name] = (median_of(rs, "rps"), median_of(rs, "p50_ms"), median_of(rs, "p99_ms"))
                 errors[name] = errors_of(rs) if rs else "—"
+                rps_by_run[name] = {r["run"]: r["rps"] for r in rs if "failed" not in r}
             e, a = cells["echo"], cells["aspired"]
+            # Ratio: median over runs of aspired / echo measured back to back, which cancels slow drifts in
+            # the machine's load better than a ratio of medians.
+            pairs = [
+                a_run / e_run
+                for run, e_run in rps_by_run["echo"].items()
+                if e_run and (a_run := rps_by_run["aspired"].get(run)) is not None
+            ]
             if aspired is None or aspired.error:
                 a_rps, a_lat, ratio = "not run", "not run", "—"
             else:
                 a_rps, a_lat = fmt(a[0]), f"{fmt(a[1], 2)} / {fmt(a[2], 2)}"
-                ratio = f"{a[0] / e[0]:.2f}" if a[0] and e[0] else "—"
+                ratio = f"{statistics.median(pairs):.2f}" if pairs else "—"
             lines.append(
                 f"| {target} | {c} | {fmt(e[0])} | {fmt(e[1], 2)} / {fmt(e[2], 2)} | {a_rps} | {a_lat} | {ratio} "
                 f"| {errors['echo']} / {errors['aspired']} |"
@@ -279,12 +287,17 @@ def write_results(path: Path, report: dict[str, Any]) -> None:
         f"- Libraries: {report['versions']}.",
         (
             f"- Method: closed loop (bench/loadgen.py), {args.duration:g} s measured after 1 s of warm-up, "
-            f"median of {args.runs} runs; echo and aspired runs interleaved. Predict on half_plus_two, "
+            f"median of {args.runs} runs; echo and aspired runs interleaved, aspired / echo is the median of "
+            "the ratios of back-to-back runs. Predict on half_plus_two, "
             "x = [[1], [2], [5]] (gRPC float_val [3,1]; REST row format). gRPC: grpcio asyncio client, one "
             "channel (one HTTP/2 connection) per load generator process; REST: httpx, one HTTP/1.1 "
             "keep-alive connection per worker."
         ),
         f"- Load generator processes: 1 at c=1; at c>1 {report['processes_desc']}.",
+        (
+            f"- aspired: `{report['server_cmd']} --port=P --rest_api_port=Q --model_name={MODEL} "
+            f"--model_base_path=<repo>/examples/models/{MODEL}` (exported by examples/export_half_plus_two.py)."
+        ),
         (
             "- echo: bench/echo_server.py, grpclib + starlette/hypercorn in one event loop returning a "
             "fixed response (request decoded, no model): the ceiling of the transport stack."
@@ -359,6 +372,12 @@ def main() -> None:
     parser.add_argument(
         "--processes", default="auto", help="load generator processes at c > 1: auto, 1, 2, ..."
     )
+    parser.add_argument(
+        "--server_cmd",
+        default=f"{PY} -m svc",
+        help="command of the server under test, TF Serving flags appended (default: this python -m svc; "
+        "tensorflow_model_server works too)",
+    )
     parser.add_argument("--ready_timeout", type=float, default=180.0, help="seconds to wait for AVAILABLE")
     parser.add_argument("--no-codec", dest="codec", action="store_false", help="skip codec_bench.py")
     parser.add_argument("--output", type=Path, default=BENCH / "RESULTS.md")
@@ -377,10 +396,11 @@ def main() -> None:
         "machine": machine(),
         "versions": versions(),
         "loadavg_before": os.getloadavg()[0],
+        "server_cmd": "python -m svc" if args.server_cmd == f"{PY} -m svc" else args.server_cmd,
         "calibration": [],
         "results": [],
     }
-    with servers(names, args.ready_timeout) as started:
+    with servers(names, args.ready_timeout, shlex.split(args.server_cmd)) as started:
         report["started"] = started
         echo = started["echo"]
         if echo.error:
@@ -402,7 +422,8 @@ def main() -> None:
                 for c in args.concurrency:
                     for server in live:
                         processes = 1 if c == 1 else choice[target]
-                        report["results"].append(loadgen(server, target, c, processes, args.duration))
+                        result = loadgen(server, target, c, processes, args.duration)
+                        report["results"].append({**result, "run": run})
     report["loadavg_after"] = os.getloadavg()[0]
     if args.codec:
         print("codec bench", flush=True)
