@@ -120,9 +120,12 @@ def test_gpu_variant_is_a_build_argument() -> None:
     assert "LD_LIBRARY_PATH" not in image_env()
 
 
-def test_jemalloc_is_not_preloaded_without_a_measured_gain() -> None:
+def test_jemalloc_is_preloaded_from_the_path_the_image_links() -> None:
     # deploy/README.md ("Memory allocator") records the measurement behind this choice.
-    assert "LD_PRELOAD" not in image_env()
+    preload = image_env()["LD_PRELOAD"]
+    assert preload == "/usr/local/lib/libjemalloc.so.2"
+    runs = [i.value for i in dockerfile() if i.keyword == "RUN"]
+    assert any("libjemalloc2" in r and f"ln -s /usr/lib/*-linux-gnu/libjemalloc.so.2 {preload}" in r for r in runs)
     assert "Memory allocator" in (DEPLOY / "README.md").read_text()
 
 

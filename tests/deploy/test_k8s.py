@@ -234,7 +234,7 @@ def test_s3_settings_are_the_documented_variables() -> None:
         "S3_VERIFY_SSL",
     }
     assert s3 <= env.keys()
-    assert env.keys() - {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"} <= documented_variables()
+    assert env.keys() - {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "LD_PRELOAD"} <= documented_variables()
     (secret_ref,) = [s["secretRef"]["name"] for s in c["envFrom"] if "secretRef" in s]
     secret = one(manifests, "Secret", secret_ref)
     assert set(secret["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
