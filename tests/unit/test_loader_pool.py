@@ -1,0 +1,153 @@
+"""LoaderPool as an actor: commands in, replies out, a fake loader through the Loader protocol."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import anyio
+import pytest
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from svc.errors import Code, ServingError
+from svc.loader_pool import LoaderPool, RetryPolicy
+from svc.messages import (
+    LoaderInbox,
+    LoadFailed,
+    LoadVersion,
+    ManagerInbox,
+    ServableId,
+    UnloadVersion,
+    VersionLoaded,
+    VersionUnloaded,
+)
+from svc.servable import Servable
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class FakeSession:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FlakyLoader:
+    """Fails `failures` times, then loads; records attempts and how many ran at once."""
+
+    def __init__(self, failures: int = 0, seconds: float = 0.0) -> None:
+        self.failures = failures
+        self.seconds = seconds
+        self.attempts = 0
+        self.running = 0
+        self.max_running = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, id: ServableId, path: str) -> Servable:
+        with self._lock:
+            self.attempts += 1
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+            attempt = self.attempts
+        try:
+            if self.seconds:
+                import time
+
+                time.sleep(self.seconds)
+            if attempt <= self.failures:
+                raise ServingError(Code.NOT_FOUND, f"attempt {attempt} failed")
+            return Servable(id.name, id.version, path, FakeSession(), meta_graph_pb2.MetaGraphDef())
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+async def drive(pool_args: dict[str, object], commands: list[LoaderInbox], replies: int) -> list[ManagerInbox]:
+    cmd_send, cmd_recv = anyio.create_memory_object_stream[LoaderInbox](math.inf)
+    reply_send, reply_recv = anyio.create_memory_object_stream[ManagerInbox](math.inf)
+    pool = LoaderPool(cmd_recv, reply_send, **pool_args)  # type: ignore[arg-type]
+    out: list[ManagerInbox] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pool.run)
+        for command in commands:
+            await cmd_send.send(command)
+        with anyio.fail_after(10):
+            async for reply in reply_recv:
+                out.append(reply)
+                if len(out) == replies:
+                    break
+        await cmd_send.aclose()
+    await reply_recv.aclose()
+    return out
+
+
+async def test_retries_until_success() -> None:
+    loader = FlakyLoader(failures=2)
+    [reply] = await drive(
+        {"loader": loader, "is_aspired": lambda id: True, "retry": RetryPolicy(5, 0.0)},
+        [LoadVersion(ServableId("m", 1), "/m/1")], 1,
+    )
+    assert isinstance(reply, VersionLoaded)
+    assert loader.attempts == 3
+
+
+async def test_gives_up_after_max_retries_with_the_last_error() -> None:
+    loader = FlakyLoader(failures=10)
+    [reply] = await drive(
+        {"loader": loader, "is_aspired": lambda id: True, "retry": RetryPolicy(2, 0.0)},
+        [LoadVersion(ServableId("m", 1), "/m/1")], 1,
+    )
+    assert reply == LoadFailed(ServableId("m", 1), Code.NOT_FOUND, "attempt 3 failed")
+    assert loader.attempts == 3  # 1 + max_num_load_retries
+
+
+async def test_retries_stop_when_the_version_is_no_longer_aspired() -> None:
+    loader = FlakyLoader(failures=10)
+    [reply] = await drive(
+        {"loader": loader, "is_aspired": lambda id: False, "retry": RetryPolicy(5, 0.0)},
+        [LoadVersion(ServableId("m", 1), "/m/1")], 1,
+    )
+    assert isinstance(reply, LoadFailed)
+    assert loader.attempts == 1
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(0, 1), (1, 1), (3, 3)])
+async def test_load_threads_bound_parallel_loads(threads: int, expected: int) -> None:
+    loader = FlakyLoader(seconds=0.2)
+    commands: list[LoaderInbox] = [LoadVersion(ServableId("m", v), f"/m/{v}") for v in range(3)]
+    replies = await drive(
+        {"loader": loader, "is_aspired": lambda id: True, "num_load_threads": threads}, commands, 3
+    )
+    assert all(isinstance(r, VersionLoaded) for r in replies)
+    assert loader.max_running == expected
+
+
+async def test_unload_waits_for_requests_then_closes() -> None:
+    session = FakeSession()
+    servable = Servable("m", 1, "/m/1", session, meta_graph_pb2.MetaGraphDef())
+    assert servable.acquire()
+    unloaded: list[ServableId] = []
+
+    async def release_later() -> None:
+        await anyio.sleep(0.2)
+        assert not session.closed  # still held by a request
+        servable.release()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(release_later)
+        [reply] = await drive(
+            {"loader": FlakyLoader(), "is_aspired": lambda id: True,
+             "on_unloaded": lambda id, s: unloaded.append(id)},
+            [UnloadVersion(ServableId("m", 1), servable)], 1,
+        )
+    assert reply == VersionUnloaded(ServableId("m", 1))
+    assert session.closed
+    assert unloaded == [ServableId("m", 1)]
+    assert not servable.acquire()  # closing: no new request may take it
