@@ -52,10 +52,14 @@ class StartupError(Exception):
 
 
 def bind_tcp(host: str, port: int) -> socket.socket:
-    """A listening socket; `::` is dual-stack where the kernel allows it, else IPv4 only."""
+    """A listening socket; `::` is dual-stack where the kernel allows it, else IPv4 only.
+
+    Made with an explicit IPPROTO_TCP: asyncio (and grpclib) switch TCP_NODELAY on only for sockets whose
+    `proto` says TCP, and without it every small gRPC reply waits ~40 ms for the peer's delayed ACK.
+    """
     if host in ("::", ""):
         try:
-            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("::", port))
@@ -64,7 +68,7 @@ def bind_tcp(host: str, port: int) -> socket.socket:
             return sock
         except OSError:
             host = "0.0.0.0"
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(1024)
