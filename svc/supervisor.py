@@ -162,7 +162,7 @@ async def serve(options: opts.Options) -> int:
         metrics=metrics,
     )
     readiness = Readiness(monitor, lambda: model_names(watcher.current))
-    metrics.add_gauges(lambda: _state_gauges(monitor, poller, pool))
+    metrics.add_gauges(lambda: _state_gauges(monitor, poller, pool, core.batcher))
 
     async with anyio.create_task_group() as tg:
         for actor in (monitor.run, manager.run, pool.run, poller.run, watcher.run):
@@ -201,13 +201,24 @@ def _warm_up(servable: Servable, local: str, options: opts.Options) -> None:
                  seconds=round(time.perf_counter() - started, 3))
 
 
-def _state_gauges(monitor: StateMonitor, poller: StoragePoller, pool: LoaderPool) -> list[Metric]:
+def _state_gauges(monitor: StateMonitor, poller: StoragePoller, pool: LoaderPool, batcher: Batcher) -> list[Metric]:
+    """Series read at scrape time (on the event loop, like every actor's state)."""
     counts: dict[tuple[str, str], int] = {}
     for name, versions in monitor.snapshot().items():
         for status in versions.values():
             key = (name, status.state.name)
             counts[key] = counts.get(key, 0) + 1
+    stats = batcher.statistics()
+    depth: dict[tuple[str, str], int] = {}
+    for queue in stats.queues:
+        key = (queue.model, str(queue.version))
+        depth[key] = depth.get(key, 0) + queue.queued_tasks
     return [
+        gauge("aspired_queue_depth", "Tasks waiting in a version's batch queues.", ["model", "version"],
+              sorted(depth.items())),
+        gauge("aspired_batch_tasks_dropped", "Tasks refused (queue full), expired or cancelled before running.",
+              ["reason"], [(("rejected",), stats.rejected), (("expired",), stats.expired),
+                           (("cancelled",), stats.cancelled)]),
         gauge("aspired_versions", "Versions the server has seen, by model and state.", ["model", "state"],
               [(k, v) for k, v in sorted(counts.items())]),
         gauge("aspired_storage_poll_errors", "Storage polls that failed or listed suddenly empty.", [],

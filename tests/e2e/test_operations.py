@@ -141,6 +141,9 @@ def test_metrics_and_request_logs() -> None:
         assert sum(s.value for s in per_version) == 4
         states = {(s.labels["model"], s.labels["state"]): s.value for s in families["aspired_versions"].samples}
         assert states[("m", "AVAILABLE")] == 1
+        assert "aspired_queue_depth" in families
+        batch_sizes = [s for s in families["aspired_batch_size"].samples if s.name == "aspired_batch_size_count"]
+        assert sum(s.value for s in batch_sizes if s.labels["version"] == "123") == 4
         bad = http.get("/monitoring/prometheus/metrics?x=1")
         assert bad.status_code == 400
         assert bad.text == "Unexpected path: /monitoring/prometheus/metrics?x=1. Should be /monitoring/prometheus/metrics"
