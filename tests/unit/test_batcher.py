@@ -34,11 +34,6 @@ from svc.servable import Array
 X, Y, Y2 = "x:0", "y:0", "y2:0"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 # --- policy ---------------------------------------------------------------------------------------------------
 
 

@@ -26,11 +26,6 @@ from svc.servable import Servable
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class FakeSession:
     def __init__(self) -> None:
         self.closed = False
