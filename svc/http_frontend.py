@@ -146,7 +146,7 @@ class RestApi:
         if method == "POST" and (m := _POST.fullmatch(uri)):
             name, version, label, verb = m.groups()
             target = api.Target(unquote(name), _version(version), _decode(label))
-            self._note(record, target.name, verb)
+            self._note(record, target.name, verb, verb)
             body = await self.read_body(request)
             if verb == "predict":
                 return await self.predict(target, body)
@@ -164,7 +164,7 @@ class RestApi:
             if name is None:
                 raise invalid_argument("Missing model name in request.")
             target = api.Target(unquote(name), _version(version), _decode(label))
-            self._note(record, target.name, "")
+            self._note(record, target.name, "", metadata or "status")
             if metadata == "metadata":
                 return self.metadata(target)
             if metadata is None:
@@ -172,9 +172,12 @@ class RestApi:
         raise invalid_argument(f"Malformed request: {method} {uri}")
 
     @staticmethod
-    def _note(record: RequestRecord, model: str, verb: str) -> None:
+    def _note(record: RequestRecord, model: str, tf_api: str, api_name: str) -> None:
+        """What the request turned out to be: TF Serving's metric label (the URL's method word, "" for GETs)
+        and our log's `api` (predict, classify, regress, status, metadata)."""
         record.model = model
-        record.tf_api = verb
+        record.tf_api = tf_api
+        record.api = api_name
 
     def deadline(self) -> float | None:
         if self._options.timeout_ms > 0:

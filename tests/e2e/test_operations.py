@@ -149,7 +149,7 @@ def test_metrics_and_request_logs() -> None:
         assert bad.text == "Unexpected path: /monitoring/prometheus/metrics?x=1. Should be /monitoring/prometheus/metrics"
         time.sleep(0.2)
     lines = [e for e in server.log_events() if e.get("event") == "request_finished"]
-    predict_lines = [e for e in lines if e.get("api") in ("post", "Predict") and e["status"] == "OK"]
+    predict_lines = [e for e in lines if e.get("api") in ("predict", "Predict") and e["status"] == "OK"]
     assert len(predict_lines) == 4
     for line in predict_lines:
         assert {"model", "version", "signature", "api", "status", "latency_ms", "batch_size", "request_id"} <= line.keys()
