@@ -80,11 +80,12 @@ class ModelsSettled:
     names: tuple[str, ...]
 
     def done(self, table: Table) -> bool:
+        """Every named model has settled: nothing still starting or loading, and something reached
+        AVAILABLE or END. (TF Serving waits for the newest version only; waiting for all of a model's
+        aspired versions means a client never finds an older aspired version missing right after.)"""
         for name in self.names:
             states = {s.state for s in table.get(name, {}).values()}
-            if State.AVAILABLE in states:
-                continue
-            if State.END not in states or states & {State.START, State.LOADING}:
+            if states & {State.START, State.LOADING} or not states & {State.AVAILABLE, State.END}:
                 return False
         return True
 
