@@ -102,6 +102,10 @@ def test_request_id_is_returned(http: httpx.Client) -> None:
         ("GET", "/v1/models/half_plus_two/versions/99999999999999999999", b"", 400,
          "Failed to convert version: 99999999999999999999 to numeric."),
         ("GET", "/v1/models/nope/metadata", b"", 404, "Servable not found for request: Latest(nope)"),
+        # names and labels are looked up, never joined to a path: nothing escapes the base paths
+        ("GET", "/v1/models/..%2F..%2Fetc%2Fpasswd", b"", 404, "Could not find any versions of model ../../etc/passwd"),
+        ("POST", "/v1/models/half_plus_two/labels/..%2F..:predict", b'{"instances": [1.0]}', 400,
+         "Unrecognized servable version label: ../.."),
         ("DELETE", "/v1/models/half_plus_two", b"", 400, "Malformed request: DELETE /v1/models/half_plus_two"),
         ("OPTIONS", "/v1/models/half_plus_two", b"", 400, "Origin header is missing in CORS preflight"),
     ],
