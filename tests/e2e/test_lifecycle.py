@@ -198,3 +198,38 @@ def test_startup_fails_with_tf_servings_message_for_a_broken_model() -> None:
         "{{name: bad version: 123} due to error: UNIMPLEMENTED: Session Bundle is deprecated and removed.}, }"
     ) in server.output()
     server.stop()
+
+
+def test_config_file_is_polled(tmp_path: Path) -> None:
+    two = testdata("saved_model_half_plus_two_cpu")
+    three = testdata("saved_model_half_plus_three")
+
+    def config(*models: tuple[str, Path]) -> str:
+        body = "".join(
+            f'config {{ name: "{n}" base_path: "{p}" model_platform: "tensorflow" }} ' for n, p in models
+        )
+        return f"model_config_list {{ {body}}}\n"
+
+    path = tmp_path / "models.config"
+    path.write_text(config(("two", two)))
+    server = ServerProcess([f"--model_config_file={path}", "--model_config_file_poll_wait_seconds=1"])
+    with server, grpc.insecure_channel(server.grpc_target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        assert predict(stub, "two") == (123, 3.0)
+        path.write_text("this is not a config")  # logged and ignored: nothing already served is lost
+        server.wait_for_line("Failed to read ModelServerConfig file", timeout=30)
+        assert predict(stub, "two") == (123, 3.0)
+        path.write_text(config(("two", two), ("three", three)))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                assert predict(stub, "three") == (123, 4.0)
+                break
+            except grpc.RpcError:
+                time.sleep(0.2)
+        assert predict(stub, "three") == (123, 4.0)
+        path.write_text(config(("three", three)))
+        deadline = time.monotonic() + 30
+        while statuses(server, "two") != {"123": "END"} and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert statuses(server, "two") == {"123": "END"}
