@@ -244,18 +244,21 @@ async def _run_frontends(
     handlers: list[Any] = [prediction, model_service]
     if options.enable_grpc_healthcheck_service:
         handlers.append(Health({prediction: [readiness.status], model_service: [readiness.status]}))
-    grpc_server = GrpcServer(handlers, codec=RequestLimitCodec(options.max_request_bytes))
+    codec = RequestLimitCodec(options.max_request_bytes)
+    grpc_servers: list[GrpcServer] = []  # grpclib serves one listener per Server: TCP and the UNIX socket
     ssl_context = tls.grpc_context(opts.ssl_config(options))
     if options.port:
         try:
             grpc_sock = bind_tcp("0.0.0.0", options.port)
         except OSError as exc:
             raise StartupError(f"UNAVAILABLE: Could not bind gRPC port {options.port}: {exc.strerror}") from exc
-        await grpc_server.start(sock=grpc_sock, ssl=ssl_context)
+        grpc_servers.append(GrpcServer(handlers, codec=codec))
+        await grpc_servers[-1].start(sock=grpc_sock, ssl=ssl_context)
         log.info("grpc_server_started", port=options.port, tls=ssl_context is not None,
                  message=f"Running gRPC ModelServer at 0.0.0.0:{options.port} ...")
     if options.grpc_socket_path:
-        await grpc_server.start(path=options.grpc_socket_path)
+        grpc_servers.append(GrpcServer(handlers, codec=codec))
+        await grpc_servers[-1].start(path=options.grpc_socket_path)
         log.info("grpc_server_started", socket=options.grpc_socket_path,
                  message=f"Running gRPC ModelServer at UNIX socket {options.grpc_socket_path} ...")
     stop_rest = anyio.Event()
@@ -283,7 +286,7 @@ async def _run_frontends(
             log.info("shutdown_requested", signal=signal.Signals(signum).name)
             break
         tg.start_soon(_exit_on_second_signal, signals)
-        await _drain(options, readiness, grpc_front, grpc_server, rest, stop_rest, rest_done)
+        await _drain(options, readiness, grpc_front, grpc_servers, rest, stop_rest, rest_done)
 
 
 async def _exit_on_second_signal(signals: AsyncIterator[int]) -> None:
@@ -296,7 +299,7 @@ async def _drain(
     options: opts.Options,
     readiness: Readiness,
     grpc_front: Frontend,
-    grpc_server: GrpcServer,
+    grpc_servers: list[GrpcServer],
     rest: RestApi | None,
     stop_rest: anyio.Event,
     rest_done: anyio.Event,
@@ -308,8 +311,9 @@ async def _drain(
     with anyio.move_on_after(options.shutdown_grace_seconds) as scope:
         await anyio.sleep(options.drain_delay_seconds)
         # Stop listening; calls already on open connections are refused from here on, in-flight ones finish.
-        if grpc_server._server is not None:
-            grpc_server._server.close()
+        for server in grpc_servers:
+            if server._server is not None:
+                server._server.close()
         grpc_front.accepting = False
         if rest is not None:
             rest.accepting = False
@@ -318,9 +322,11 @@ async def _drain(
         await rest_done.wait()
     if scope.cancelled_caught:
         log.warning("drain_timed_out", grace_seconds=options.shutdown_grace_seconds)
-    grpc_server.close()
+    for server in grpc_servers:
+        server.close()
     with anyio.move_on_after(2):
-        await grpc_server.wait_closed()
+        for server in grpc_servers:
+            await server.wait_closed()
     log.info("drain_finished")
 
 

@@ -53,9 +53,13 @@ class ServerProcess:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self.wait_for_line("Running gRPC ModelServer at", timeout)
-        if self.rest_port:
-            self.wait_for_line("Exporting HTTP/REST API at", timeout)
+        try:
+            self.wait_for_line("Running gRPC ModelServer at", timeout)
+            if self.rest_port:
+                self.wait_for_line("Exporting HTTP/REST API at", timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _read(self) -> None:

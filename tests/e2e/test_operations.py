@@ -262,3 +262,23 @@ def test_tls(tmp_path: Path, mutual: bool) -> None:
                 with pytest.raises(grpc.RpcError) as info:
                     stub.Predict(predict_request(), timeout=10)
                 assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_grpc_unix_socket(tmp_path: Path) -> None:
+    socket_path = tmp_path / "aspired.sock"
+    server = ServerProcess(
+        ["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", f"--grpc_socket_path={socket_path}"]
+    )
+    with server:
+        server.wait_for_line(f"Running gRPC ModelServer at UNIX socket {socket_path}")
+        with grpc.insecure_channel(f"unix:{socket_path}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            assert stub.Predict(predict_request(), timeout=30).outputs["y"].float_val == [2.5]
+
+
+def test_console_log_format() -> None:
+    server = ServerProcess(["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", "--log_format=console"])
+    with server:
+        line = server.wait_for_line("Running gRPC ModelServer at")
+        assert not line.startswith("{")
+        assert "grpc_server_started" in line
