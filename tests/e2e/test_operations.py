@@ -282,3 +282,17 @@ def test_console_log_format() -> None:
         line = server.wait_for_line("Running gRPC ModelServer at")
         assert not line.startswith("{")
         assert "grpc_server_started" in line
+
+
+def test_cors_headers_when_enabled() -> None:
+    server = ServerProcess(["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", "--rest_api_enable_cors_support"])
+    with server:
+        r = httpx.post(f"{server.rest_url}/v1/models/m:predict", json={"instances": [1.0]}, timeout=30)
+        assert r.headers["access-control-allow-origin"] == "*"
+        assert r.headers["access-control-allow-methods"] == "POST, GET"
+        assert r.headers["access-control-allow-headers"] == "Content-Type"
+        error = httpx.get(f"{server.rest_url}/v1/models/nope", timeout=30)
+        assert error.headers["access-control-allow-origin"] == "*"
+        preflight = httpx.options(f"{server.rest_url}/v1/models/m:predict", headers={"Origin": "http://a.example"})
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "*"
