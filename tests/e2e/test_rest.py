@@ -139,3 +139,25 @@ def test_http2_prior_knowledge(multi_server: ServerProcess) -> None:
         r = client.post("/v1/models/half_plus_two:predict", json={"instances": [1.0]})
         assert r.http_version == "HTTP/2"
         assert r.json() == {"predictions": [2.5]}
+
+
+@pytest.mark.parametrize(
+    ("directory", "expected"),
+    [
+        ("saved_model_half_plus_two_2_versions", "saved_model_half_plus_two_2_versions_metadata.json"),
+        # (saved_model_half_plus_two_tf2_2_versions_metadata.json describes a TF2 export that is not in the test
+        # data: saved_model_half_plus_two_tf2_cpu records `defaults` for its inputs, that export did not.)
+    ],
+)
+def test_versioned_metadata_matches_tf_serving(tmp_path_factory: pytest.TempPathFactory, directory: str,
+                                               expected: str) -> None:
+    """TF Serving's expected documents for GET .../versions/123/metadata, model named as in its tests."""
+    from tests.e2e.conftest import write_config
+
+    name = "saved_model_half_plus_two_2_versions"
+    config = write_config(tmp_path_factory.mktemp("meta") / "models.config", {name: directory},
+                          {name: "    model_version_policy { all {} }\n"})
+    with ServerProcess([f"--model_config_file={config}"]) as server:
+        r = httpx.get(f"{server.rest_url}/v1/models/{name}/versions/123/metadata", timeout=30)
+    assert r.status_code == 200
+    assert r.json() == json.loads(testdata(expected).read_text())
