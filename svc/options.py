@@ -173,7 +173,7 @@ class Options:
     # Upper bound on draining in-flight and queued requests after SIGTERM before the process exits anyway.
     shutdown_grace_seconds: float = _flag(30.0, "float", "Seconds allowed for draining on shutdown.")
     # Largest REST body / gRPC message accepted (TF Serving: gRPC INT32_MAX).
-    max_request_bytes: int = _flag(64 * 1024 * 1024, "int64", "Largest request accepted, in bytes.")
+    max_request_bytes: int = _flag(256 * 1024 * 1024, "int64", "Largest request accepted, in bytes.")
 
 
 FLAGS: Final = tuple(fields(Options))

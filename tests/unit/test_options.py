@@ -32,7 +32,7 @@ EXTENSIONS = {
     "request_log_sample_rate": ("float", 1.0),
     "drain_delay_seconds": ("float", 0.0),
     "shutdown_grace_seconds": ("float", 30.0),
-    "max_request_bytes": ("int64", 64 * 1024 * 1024),
+    "max_request_bytes": ("int64", 256 * 1024 * 1024),
 }
 
 PYTHON_TYPES = {"int32": int, "int64": int, "float": float, "string": str, "bool": bool}
