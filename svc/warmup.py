@@ -122,20 +122,18 @@ def replay(servable: Servable, log: prediction_log_pb2.PredictionLog, method_nam
             aliases = api.outputs_for(signature, request.output_filter)
             servable.run(feeds, [signature.outputs[a].name for a in aliases])
         case "classify_log":
-            _run_classify(servable, log.classify_log.request.model_spec.signature_name,
-                          log.classify_log.request.input, method_name_check)
+            spec, model_input = log.classify_log.request.model_spec, log.classify_log.request.input
+            _run_examples(servable, spec.signature_name, model_input, inference.CLASSIFY_METHOD, method_name_check)
         case "regress_log":
-            _run_regress(servable, log.regress_log.request.model_spec.signature_name,
-                         log.regress_log.request.input, method_name_check)
+            spec, model_input = log.regress_log.request.model_spec, log.regress_log.request.input
+            _run_examples(servable, spec.signature_name, model_input, inference.REGRESS_METHOD, method_name_check)
         case "multi_inference_log":
             request = log.multi_inference_log.request
             for task in request.tasks:
-                if task.method_name == inference.CLASSIFY_METHOD:
-                    _run_classify(servable, task.model_spec.signature_name, request.input, method_name_check)
-                elif task.method_name == inference.REGRESS_METHOD:
-                    _run_regress(servable, task.model_spec.signature_name, request.input, method_name_check)
-                else:
+                if task.method_name not in (inference.CLASSIFY_METHOD, inference.REGRESS_METHOD):
                     raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}")
+                _run_examples(servable, task.model_spec.signature_name, request.input, task.method_name,
+                              method_name_check)
         case None:
             return
         case other:
@@ -143,24 +141,19 @@ def replay(servable: Servable, log: prediction_log_pb2.PredictionLog, method_nam
             raise ServingError(Code.UNIMPLEMENTED, f"Unsupported log_type for warmup: {number}")
 
 
-def _run_classify(servable: Servable, signature_name: str, model_input: Any, check: bool) -> None:
+def _run_examples(servable: Servable, signature_name: str, model_input: Any, method: str, check: bool) -> None:
+    """Classify or Regress (by `method`) on the version itself, as TF Serving's warmup does."""
     from svc import inference
 
-    signature = inference.find_signature(servable, signature_name, inference.CLASSIFY_METHOD, check)
-    input_name, output_names = inference.preprocess_classification(signature, check)
+    if method == inference.CLASSIFY_METHOD:
+        preprocess, postprocess = inference.preprocess_classification, inference.postprocess_classification
+    else:
+        preprocess, postprocess = inference.preprocess_regression, inference.postprocess_regression
+    signature = inference.find_signature(servable, signature_name, method, check)
+    input_name, output_names = preprocess(signature, check)
     examples = inference.serialized_examples(model_input)
     outputs = servable.run({input_name: examples}, output_names)
-    inference.postprocess_classification(signature, len(examples), output_names, outputs)
-
-
-def _run_regress(servable: Servable, signature_name: str, model_input: Any, check: bool) -> None:
-    from svc import inference
-
-    signature = inference.find_signature(servable, signature_name, inference.REGRESS_METHOD, check)
-    input_name, output_names = inference.preprocess_regression(signature, check)
-    examples = inference.serialized_examples(model_input)
-    outputs = servable.run({input_name: examples}, output_names)
-    inference.postprocess_regression(signature, len(examples), output_names, outputs)
+    postprocess(signature, len(examples), output_names, outputs)
 
 
 def warm_up(servable: Servable, local_dir: str, iterations: int = 0, method_name_check: bool = False) -> int:
