@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -124,14 +125,63 @@ async def run(rounds: int, concurrency: int, steady: float) -> dict[str, object]
             "concurrency": concurrency, "cpus": os.cpu_count()}
 
 
+BEGIN, END = "<!-- swap_bench: begin -->", "<!-- swap_bench: end -->"
+
+
+def section(result: dict[str, Any], args: argparse.Namespace) -> str:
+    rows = result["rounds"]
+    lines = [
+        BEGIN,
+        "## Latency during a hot swap (784-512-10 MLP, gRPC)",
+        "",
+        (f"`python bench/swap_bench.py --rounds {args.rounds} --concurrency {args.concurrency} --steady "
+        f"{args.steady}` on {time.strftime('%Y-%m-%d')}, {result['cpus']} CPUs shared by server and load. "
+        f"A closed loop of {args.concurrency} gRPC clients runs throughout; each round measures {args.steady:g} s "
+        "of steady load, then copies a new version directory in and measures from the copy until the new "
+        "version is AVAILABLE and the old one END, plus 1 s (discovery, load on the loader thread, swap, unload)."),
+        "",
+        "| round | steady p50 ms | steady p99 ms | swap p50 ms | swap p99 ms | swap max ms | swap window s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(rows, start=1):
+        lines.append(
+            f"| {i} | {r['steady_p50']:.1f} | {r['steady_p99']:.1f} | {r['swap_p50']:.1f} | {r['swap_p99']:.1f} "
+            f"| {r['swap_max']:.1f} | {r['swap_seconds']:.1f} |"
+        )
+    m = result["median"]
+    lines += [
+        (f"| median | {m['steady_p50']:.1f} | {m['steady_p99']:.1f} | {m['swap_p50']:.1f} | {m['swap_p99']:.1f} "
+        f"| {m['swap_max']:.1f} | {m['swap_seconds']:.1f} |"),
+        "",
+        (f"Swap p99 / steady p99 (medians): {m['swap_p99'] / m['steady_p99']:.2f}. Failed requests: "
+        f"{result['failed']} of {result['requests']}."),
+        END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str) -> None:
+    path = REPO / "bench" / "RESULTS.md"
+    current = path.read_text() if path.exists() else ""
+    if BEGIN in current and END in current:
+        head, rest = current.split(BEGIN, 1)
+        current = head + text.rstrip("\n") + rest.split(END, 1)[1]
+    else:
+        current = current.rstrip("\n") + "\n\n" + text
+    path.write_text(current)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--steady", type=float, default=6.0)
+    parser.add_argument("--no-results", action="store_true", help="do not touch bench/RESULTS.md")
     args = parser.parse_args()
     result = asyncio.run(run(args.rounds, args.concurrency, args.steady))
     print(json.dumps(result, indent=1))
+    if not args.no_results:
+        write_section(section(result, args))
 
 
 if __name__ == "__main__":
