@@ -161,3 +161,42 @@ def test_versioned_metadata_matches_tf_serving(tmp_path_factory: pytest.TempPath
         r = httpx.get(f"{server.rest_url}/v1/models/{name}/versions/123/metadata", timeout=30)
     assert r.status_code == 200
     assert r.json() == json.loads(testdata(expected).read_text())
+
+
+def test_h2c_upgrade(multi_server: ServerProcess) -> None:
+    """HTTP/1.1 `Upgrade: h2c` on the same port switches to HTTP/2 (RFC 7540 section 3.2) and answers on
+    stream 1."""
+    import socket
+
+    import h2.connection
+    import h2.events
+
+    client = h2.connection.H2Connection()
+    settings = client.initiate_upgrade_connection()
+    with socket.create_connection(("127.0.0.1", multi_server.rest_port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /v1/models/half_plus_two HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: " + settings + b"\r\n\r\n"
+        )
+        buffer = b""
+        while b"\r\n\r\n" not in buffer:
+            buffer += sock.recv(65536)
+        head, rest = buffer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        sock.sendall(client.data_to_send())
+        body, status, done = b"", None, False
+        data = rest
+        while not done:
+            for event in client.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = dict(event.headers)[b":status"]
+                elif isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                    client.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    done = True
+            sock.sendall(client.data_to_send())
+            if not done:
+                data = sock.recv(65536)
+    assert status == b"200"
+    assert json.loads(body)["model_version_status"][0]["state"] == "AVAILABLE"
