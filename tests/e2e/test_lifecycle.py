@@ -233,3 +233,21 @@ def test_config_file_is_polled(tmp_path: Path) -> None:
         while statuses(server, "two") != {"123": "END"} and time.monotonic() < deadline:
             time.sleep(0.2)
         assert statuses(server, "two") == {"123": "END"}
+
+
+def test_resource_preserving_unloads_before_loading(tmp_path: Path) -> None:
+    """--aspired_version_policy=resource_preserving (tfs#2017): the old version ends before the new loads."""
+    base = tmp_path / "m"
+    shutil.copytree(VERSION_DIR, base / "1")
+    server = ServerProcess(
+        ["--model_name=m", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1",
+         "--aspired_version_policy=resource_preserving"]
+    )
+    with server:
+        shutil.copytree(THREE_DIR, base / "2")
+        deadline = time.monotonic() + 60
+        while statuses(server, "m") != {"2": "AVAILABLE", "1": "END"} and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert statuses(server, "m") == {"2": "AVAILABLE", "1": "END"}
+        changes = [(e["version"], e["state"]) for e in server.log_events() if e.get("event") == "servable_state_changed"]
+    assert changes.index((1, "END")) < changes.index((2, "LOADING"))
