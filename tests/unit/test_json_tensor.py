@@ -36,12 +36,12 @@ from svc.json_example import (
 from svc.json_tensor import (
     Format,
     PredictJson,
-    debug_string,
     format_error,
     format_predict,
     parse_predict,
     write_decimal,
 )
+from svc.rapidjson import debug_string
 from tests.paths import testdata
 
 Array = npt.NDArray[Any]
