@@ -144,8 +144,9 @@ class ConfigWatcher:
             check_labels(config, self.current, self._monitor.snapshot(), self._allow_unavailable, kept)
             self.current = config
             log.info("model_config_changed", models=list(model_names(config)), added=list(added))
+            since = self._monitor.events_seen
             await self._out.send(model_sources(config))
-        settled = ModelsSettled(added)
+        settled = ModelsSettled(added, since)
         await self._monitor.wait_until(settled.done)
         failures = settled.failures(self._monitor.snapshot())
         if failures:

@@ -50,6 +50,7 @@ class ModelState:
     aspired: frozenset[int] = frozenset()
     versions: dict[int, Tracked] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
+    paths: dict[int, str] = field(default_factory=dict)  # where each aspired version lives now
 
 
 class VersionManager:
@@ -89,6 +90,8 @@ class VersionManager:
             case AspiredVersions(name=name, versions=versions):
                 self._on_aspired(name, {v.version: v.path for v in versions})
             case ModelRemoved(name=name):
+                if name in self._models:
+                    self._models[name].labels = {}  # labels come from the config, which no longer has it
                 self._on_aspired(name, {})
             case LabelsChanged(name=name, labels=labels):
                 self._models.setdefault(name, ModelState()).labels = dict(labels)
@@ -111,6 +114,10 @@ class VersionManager:
                 tracked.servable = None
                 self._publish(id, Harness.DISABLED)
                 log.info("servable_unloaded", model=id.name, version=id.version)
+                model = self._models[id.name]
+                if id.version in model.aspired:  # aspired again while it was unloading: load it anew
+                    model.versions[id.version] = Tracked(Harness.NEW, model.paths.get(id.version, tracked.path))
+                    self._publish(id, Harness.NEW)
                 self._step(id.name)
             case _:
                 assert_never(message)
@@ -118,6 +125,7 @@ class VersionManager:
     def _on_aspired(self, name: str, versions: dict[int, str]) -> None:
         model = self._models.setdefault(name, ModelState())
         model.aspired = frozenset(versions)
+        model.paths = dict(versions)
         log.info("aspired_versions_received", model=name, versions=sorted(versions, reverse=True))
         for version, path in versions.items():
             tracked = model.versions.get(version)

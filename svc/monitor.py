@@ -27,6 +27,7 @@ class VersionStatus:
     state: State
     code: Code = Code.OK
     message: str = ""
+    seq: int = 0  # the monitor's event count when this state arrived
 
 
 Table = Mapping[str, Mapping[int, VersionStatus]]
@@ -46,8 +47,8 @@ class StateMonitor:
 
     def apply(self, event: ServableStateChanged) -> None:
         versions = self._table.setdefault(event.id.name, {})
-        versions[event.id.version] = VersionStatus(event.state, event.code, event.message)
         self.events_seen += 1
+        versions[event.id.version] = VersionStatus(event.state, event.code, event.message, self.events_seen)
         fields = {"model": event.id.name, "version": event.id.version, "state": event.state.name}
         if event.code is not Code.OK:
             log.warning("servable_state_changed", **fields, error_code=event.code.name, error=event.message)
@@ -75,16 +76,24 @@ class StateMonitor:
 @dataclass(frozen=True, slots=True)
 class ModelsSettled:
     """TF Serving's wait after (re)configuration: every named model has a version AVAILABLE, or its load
-    ended (END) with nothing AVAILABLE and nothing still loading (`ServerCore::WaitUntilModelsAvailable`)."""
+    ended (END) with nothing AVAILABLE and nothing still loading (`ServerCore::WaitUntilModelsAvailable`).
+
+    `since` is the monitor's event count when the configuration was sent: states older than that (a model
+    removed earlier and now added again still lists its old END) do not count.
+    """
 
     names: tuple[str, ...]
+    since: int = 0
+
+    def _current(self, table: Table, name: str) -> dict[int, VersionStatus]:
+        return {v: s for v, s in table.get(name, {}).items() if s.seq > self.since}
 
     def done(self, table: Table) -> bool:
         """Every named model has settled: nothing still starting or loading, and something reached
         AVAILABLE or END. (TF Serving waits for the newest version only; waiting for all of a model's
         aspired versions means a client never finds an older aspired version missing right after.)"""
         for name in self.names:
-            states = {s.state for s in table.get(name, {}).values()}
+            states = {s.state for s in self._current(table, name).values()}
             if states & {State.START, State.LOADING} or not states & {State.AVAILABLE, State.END}:
                 return False
         return True
@@ -93,7 +102,7 @@ class ModelsSettled:
         """One `{name: N version: V} due to error: CODE: message}, ` item per model that failed."""
         failed = []
         for name in self.names:
-            versions = table.get(name, {})
+            versions = self._current(table, name)
             if any(s.state is State.AVAILABLE for s in versions.values()):
                 continue
             for version, status in versions.items():

@@ -251,3 +251,24 @@ def test_resource_preserving_unloads_before_loading(tmp_path: Path) -> None:
         assert statuses(server, "m") == {"2": "AVAILABLE", "1": "END"}
         changes = [(e["version"], e["state"]) for e in server.log_events() if e.get("event") == "servable_state_changed"]
     assert changes.index((1, "END")) < changes.index((2, "LOADING"))
+
+
+def test_reload_that_re_adds_a_removed_model_answers_once_it_serves(tmp_path: Path) -> None:
+    # Found in review: the old END of a removed model made the re-adding ReloadConfig return at once.
+    three = testdata("saved_model_half_plus_three")
+    two = testdata("saved_model_half_plus_two_cpu")
+    config = tmp_path / "models.config"
+    config.write_text(
+        f'model_config_list {{ config {{ name: "a" base_path: "{three}" model_platform: "tensorflow" }} '
+        f'config {{ name: "b" base_path: "{two}" model_platform: "tensorflow" }} }}\n'
+    )
+    with ServerProcess([f"--model_config_file={config}"]) as server, grpc.insecure_channel(server.grpc_target) as ch:
+        models = model_service_pb2_grpc.ModelServiceStub(ch)
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+        models.HandleReloadConfigRequest(reload_request({"b": two}), timeout=60)
+        deadline = time.monotonic() + 30
+        while statuses(server, "a") != {"123": "END"} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        response = models.HandleReloadConfigRequest(reload_request({"a": three, "b": two}), timeout=60)
+        assert response.status.error_code == 0
+        assert predict(stub, "a") == (123, 4.0)  # served when the RPC answers

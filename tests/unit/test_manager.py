@@ -183,3 +183,45 @@ def test_is_aspired_follows_the_latest_set(harness: Callable[..., Harness]) -> N
     assert h.manager.is_aspired(ServableId("m", 1))
     h.aspire(2)
     assert not h.manager.is_aspired(ServableId("m", 1))
+
+
+def test_version_aspired_again_while_unloading_is_loaded_again(harness: Callable[..., Harness]) -> None:
+    # Found in review: a model removed and re-added before its unload finished stayed unloaded for good.
+    h = harness()
+    h.aspire(1)
+    h.manager.handle(VersionLoaded(ServableId("m", 1), servable("m", 1)))
+    h.commands()
+    h.manager.handle(ModelRemoved("m"))
+    [unload] = h.commands()
+    assert isinstance(unload, UnloadVersion)
+    h.aspire(1)  # back in the config before the unload finished
+    assert h.commands() == []
+    h.manager.handle(VersionUnloaded(ServableId("m", 1)))
+    assert h.commands() == [LoadVersion(ServableId("m", 1), "/m/1")]
+    fresh = servable("m", 1)
+    h.manager.handle(VersionLoaded(ServableId("m", 1), fresh))
+    assert h.map.current.resolve("m") is fresh
+
+
+def test_rollback_reloads_the_old_version(harness: Callable[..., Harness]) -> None:
+    h = harness()
+    h.aspire(1)
+    h.manager.handle(VersionLoaded(ServableId("m", 1), servable("m", 1)))
+    h.aspire(2)
+    h.manager.handle(VersionLoaded(ServableId("m", 2), servable("m", 2)))
+    h.commands()  # LoadVersion(1), LoadVersion(2), UnloadVersion(1)
+    h.aspire(1)  # version 2 deleted while 1 was unloading
+    h.manager.handle(VersionUnloaded(ServableId("m", 1)))
+    assert LoadVersion(ServableId("m", 1), "/m/1") in h.commands()
+
+
+def test_removed_model_forgets_its_labels(harness: Callable[..., Harness]) -> None:
+    h = harness()
+    h.aspire(1)
+    h.manager.handle(VersionLoaded(ServableId("m", 1), servable("m", 1)))
+    h.manager.handle(LabelsChanged("m", (("stable", 1),)))
+    h.manager.handle(ModelRemoved("m"))
+    from svc.errors import ServingError
+
+    with pytest.raises(ServingError, match="Unrecognized servable version label: stable"):
+        h.map.current.resolve("m", label="stable")
