@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
+import anyio
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
@@ -102,6 +103,11 @@ def base_dtype(dtype: int) -> int:
 
 
 InputValue: TypeAlias = tensor_pb2.TensorProto | Array
+OFFLOAD_BYTES = 1 << 20  # tensors above this are converted in a worker thread, off the event loop
+
+
+def input_bytes(inputs: Mapping[str, InputValue]) -> int:
+    return sum(v.nbytes if isinstance(v, np.ndarray) else v.ByteSize() for v in inputs.values())
 
 
 def _check_input_size(signature: meta_graph_pb2.SignatureDef, inputs: Mapping[str, InputValue]) -> None:
@@ -192,7 +198,10 @@ async def run_predict(
     record = current_request.get()
     if record is not None:
         record.signature = signature_name_or_default(signature_name)
-    feeds = feeds_for(signature, inputs, core.max_tensor_elements)
+    if input_bytes(inputs) > OFFLOAD_BYTES:  # a big conversion would stall every other request on the loop
+        feeds = await anyio.to_thread.run_sync(feeds_for, signature, inputs, core.max_tensor_elements)
+    else:
+        feeds = feeds_for(signature, inputs, core.max_tensor_elements)
     aliases = outputs_for(signature, output_filter)
     started = time.perf_counter()
     fetched = await core.batcher.submit(
@@ -227,10 +236,18 @@ async def predict(
         )
     finally:
         servable.release()
+    if sum(a.nbytes for a in result.outputs.values()) > OFFLOAD_BYTES:
+        return await anyio.to_thread.run_sync(predict_response, core, request, result)
+    return predict_response(core, request, result)
+
+
+def predict_response(
+    core: Core, request: predict_pb2.PredictRequest, result: Prediction
+) -> predict_pb2.PredictResponse:
     response = predict_pb2.PredictResponse()
     spec = response.model_spec
     spec.name = request.model_spec.name
-    spec.version.value = servable.version
+    spec.version.value = result.servable.version
     spec.signature_name = result.signature_name
     for alias, array in result.outputs.items():
         response.outputs[alias].CopyFrom(output_tensor(array, result.dtypes[alias], core.tensor_content))

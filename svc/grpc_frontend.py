@@ -91,6 +91,9 @@ class Frontend:
             log.exception("request_crashed", api=method, request_id=record.request_id)
             self.requests.finish(record, code.name, "internal error")
             raise GRPCError(Status.INTERNAL, "Internal error") from None
+        except BaseException:  # the client went away (grpclib cancels the handler) or the server stops
+            self.requests.finish(record, Code.CANCELLED.name, "cancelled")
+            raise
         finally:
             self.inflight -= 1
             if not self.inflight and self._idle is not None:
