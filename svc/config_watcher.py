@@ -121,7 +121,9 @@ class ConfigWatcher:
                 if config == self.current:
                     continue
                 try:
-                    await self.reload(config)
+                    # Not waiting for the added models: a model whose base path has no version yet must not
+                    # stop the next edits of the file from being applied.
+                    await self.reload(config, wait=False)
                 except ServingError as exc:
                     log.error("model_config_reload_failed", error=exc.message,
                               message=f"PollFilesystemAndReloadConfig failed to ReloadConfig: {exc.status_text()}")
@@ -130,8 +132,8 @@ class ConfigWatcher:
         """Labels of the initial config, checked once the initial models are loaded (fixing tfs#1608)."""
         check_labels(self.current, None, self._monitor.snapshot(), self._allow_unavailable)
 
-    async def reload(self, config: Config, *, request: bool = False) -> None:
-        """ReloadConfig: apply `config`, then wait for the models it adds. Raises ServingError."""
+    async def reload(self, config: Config, *, request: bool = False, wait: bool = True) -> None:
+        """ReloadConfig: apply `config`, then (with `wait`) wait for the models it adds. Raises ServingError."""
         async with self._lock:
             validate_model_server_config(config, self.current, reload_request=request)
             if config == self.current:
@@ -146,6 +148,8 @@ class ConfigWatcher:
             log.info("model_config_changed", models=list(model_names(config)), added=list(added))
             since = self._monitor.events_seen
             await self._out.send(model_sources(config))
+        if not wait:
+            return
         settled = ModelsSettled(added, since)
         await self._monitor.wait_until(settled.done)
         failures = settled.failures(self._monitor.snapshot())
