@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from publish import publish_version
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -138,20 +138,8 @@ def export(export_dir: Path, scratch: Path) -> None:
 
 
 def export_version(output_dir: Path, version: int) -> Path:
-    """Export into `output_dir/version` atomically; refuses to replace an existing version."""
-    target = output_dir / str(version)
-    if target.exists():
-        raise SystemExit(f"{target} already exists; versions are immutable, pick another --model_version")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    # Staging beside the target (same filesystem, so the rename is atomic); the leading dot and the
-    # non-numeric name keep version pollers from taking it for a version.
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.staging-", dir=output_dir))
-    try:
-        export(staging / "export", staging)
-        (staging / "export").rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    """Export into `output_dir/version` atomically (examples/publish.py)."""
+    return publish_version(output_dir, version, lambda directory: export(directory, directory.parent))
 
 
 def main() -> None:

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np
 import tensorflow as tf
 from digits import IMAGE_PIXELS, NUM_CLASSES, split
+from publish import publish_version
 
 
 def export(export_base: str, version: int, iterations: int) -> str:
@@ -59,19 +59,17 @@ def export(export_base: str, version: int, iterations: int) -> str:
                 inputs={"images": info(x)}, outputs={"scores": info(y)},
                 method_name="tensorflow/serving/predict",
             )
-            os.makedirs(export_base, exist_ok=True)
-            final = os.path.join(export_base, str(version))
-            staging = tempfile.mkdtemp(prefix=f".{version}-", dir=export_base)
-            shutil.rmtree(staging)
-            builder = v1.saved_model.Builder(staging)
-            builder.add_meta_graph_and_variables(
-                session, [v1.saved_model.tag_constants.SERVING],
-                signature_def_map={"predict_images": predict, "serving_default": classify},
-                main_op=v1.tables_initializer(), strip_default_attrs=True,
-            )
-            builder.save()
-    os.replace(staging, final)
-    return final
+            def save(directory: Path) -> None:
+                builder = v1.saved_model.Builder(str(directory))
+                builder.add_meta_graph_and_variables(
+                    session, [v1.saved_model.tag_constants.SERVING],
+                    signature_def_map={"predict_images": predict, "serving_default": classify},
+                    main_op=v1.tables_initializer(), strip_default_attrs=True,
+                )
+                builder.save()
+
+            final = publish_version(Path(export_base), version, save)
+    return str(final)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ batcher like Predict does.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from tensorflow.core.framework import types_pb2
@@ -257,51 +258,59 @@ def regression_request(
     return request
 
 
+# The per-method steps of Classify and Regress (also used by warmup): (preprocess, postprocess).
+EXAMPLE_METHODS: dict[str, tuple[Any, Any]] = {
+    CLASSIFY_METHOD: (preprocess_classification, postprocess_classification),
+    REGRESS_METHOD: (preprocess_regression, postprocess_regression),
+}
+
+
 # --- the three APIs -----------------------------------------------------------------------------------------
+
+
+async def _run_examples(
+    core: Core, spec: model_pb2.ModelSpec, model_input: input_pb2.Input, method: str, deadline: float | None
+) -> tuple[int, Any]:
+    """`RunClassify` / `RunRegress`: the version that answered and its ClassificationResult or RegressionResult."""
+    preprocess, postprocess = EXAMPLE_METHODS[method]
+    servable = acquire(core, target_of(spec))
+    try:
+        check = core.signature_method_name_check
+        signature = find_signature(servable, spec.signature_name, method, check)
+        input_name, output_names = preprocess(signature, check)
+        examples = serialized_examples(model_input)
+        outputs = await core.batcher.submit(servable, {input_name: examples}, output_names, deadline=deadline)
+        return servable.version, postprocess(signature, len(examples), output_names, outputs)
+    finally:
+        servable.release()
 
 
 async def classify(
     core: Core, request: classification_pb2.ClassificationRequest, *, deadline: float | None = None
 ) -> classification_pb2.ClassificationResponse:
-    """`TensorflowClassificationServiceImpl::Classify` + `RunClassify`."""
+    """`TensorflowClassificationServiceImpl::Classify`."""
     if not request.HasField("model_spec"):
         raise invalid_argument("Missing ModelSpec")
     spec = request.model_spec
-    servable = acquire(core, target_of(spec))
-    try:
-        check = core.signature_method_name_check
-        signature = find_signature(servable, spec.signature_name, CLASSIFY_METHOD, check)
-        input_name, output_names = preprocess_classification(signature, check)
-        examples = serialized_examples(request.input)
-        outputs = await core.batcher.submit(servable, {input_name: examples}, output_names, deadline=deadline)
-        response = classification_pb2.ClassificationResponse()
-        make_model_spec(response.model_spec, spec.name, spec.signature_name, servable.version)
-        response.result.CopyFrom(postprocess_classification(signature, len(examples), output_names, outputs))
-        return response
-    finally:
-        servable.release()
+    version, result = await _run_examples(core, spec, request.input, CLASSIFY_METHOD, deadline)
+    response = classification_pb2.ClassificationResponse()
+    make_model_spec(response.model_spec, spec.name, spec.signature_name, version)
+    response.result.CopyFrom(result)
+    return response
 
 
 async def regress(
     core: Core, request: regression_pb2.RegressionRequest, *, deadline: float | None = None
 ) -> regression_pb2.RegressionResponse:
-    """`TensorflowRegressionServiceImpl::Regress` + `RunRegress`."""
+    """`TensorflowRegressionServiceImpl::Regress`."""
     if not request.HasField("model_spec"):
         raise invalid_argument("Missing ModelSpec")
     spec = request.model_spec
-    servable = acquire(core, target_of(spec))
-    try:
-        check = core.signature_method_name_check
-        signature = find_signature(servable, spec.signature_name, REGRESS_METHOD, check)
-        input_name, output_names = preprocess_regression(signature, check)
-        examples = serialized_examples(request.input)
-        outputs = await core.batcher.submit(servable, {input_name: examples}, output_names, deadline=deadline)
-        response = regression_pb2.RegressionResponse()
-        make_model_spec(response.model_spec, spec.name, spec.signature_name, servable.version)
-        response.result.CopyFrom(postprocess_regression(signature, len(examples), output_names, outputs))
-        return response
-    finally:
-        servable.release()
+    version, result = await _run_examples(core, spec, request.input, REGRESS_METHOD, deadline)
+    response = regression_pb2.RegressionResponse()
+    make_model_spec(response.model_spec, spec.name, spec.signature_name, version)
+    response.result.CopyFrom(result)
+    return response
 
 
 def _task_signatures(

@@ -145,10 +145,7 @@ def _run_examples(servable: Servable, signature_name: str, model_input: Any, met
     """Classify or Regress (by `method`) on the version itself, as TF Serving's warmup does."""
     from svc import inference
 
-    if method == inference.CLASSIFY_METHOD:
-        preprocess, postprocess = inference.preprocess_classification, inference.postprocess_classification
-    else:
-        preprocess, postprocess = inference.preprocess_regression, inference.postprocess_regression
+    preprocess, postprocess = inference.EXAMPLE_METHODS[method]
     signature = inference.find_signature(servable, signature_name, method, check)
     input_name, output_names = preprocess(signature, check)
     examples = inference.serialized_examples(model_input)
