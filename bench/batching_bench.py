@@ -4,7 +4,7 @@ several concurrencies, with and without `--enable_batching`, against raw in-proc
 For each server configuration (batching off; batching on with the file below) the real server runs as a
 subprocess on loopback and bench/loadgen.py drives it (closed loop, one row per request). The mean batch size
 comes from the server's own `aspired_batch_size` histogram (Prometheus page, read before and after each run).
-Then, in this process, the same SavedModel is loaded the way the server loads it (`svc.servable.load`) and
+Then, in this process, the same SavedModel is loaded the way the server loads it (`svc.servables.saved_model.load`) and
 `Servable.run` is timed at that mean batch size (rounded) on as many threads as the machine has CPUs: the
 ratio server rows/s ÷ raw rows/s says how much of TensorFlow's throughput at that batch size the server
 delivers. Raw results go to bench/out/batching.json; the table replaces the "Batching" section of
@@ -179,7 +179,7 @@ class Raw:
     """The MLP loaded in this process as the server loads it; `Servable.run` timed per batch size."""
 
     def __init__(self) -> None:
-        from svc.servable import load
+        from svc.servables.saved_model import load
 
         self.servable = load(MODEL, 1, str(MODEL_DIR / "1"), ["serve"])
         self.fetches = sorted(o.name for o in self.servable.signatures["serving_default"].outputs.values())
@@ -211,12 +211,12 @@ class Raw:
 
 
 def batcher_rate(raw: Raw, batching: bool, concurrency: int, seconds: float = 3.0) -> tuple[float, float]:
-    """Requests/s and mean batch size of `svc.batcher.Batcher` alone (no network, no protobuf), in process,
+    """Requests/s and mean batch size of `svc.batching.scheduler.Batcher` alone (no network, no protobuf), in process,
     with the server's policy: where the server's time goes between the wire and TensorFlow."""
     import anyio
 
-    from svc.batcher import Batcher
-    from svc.batching import BatchingPolicy
+    from svc.batching.batch_util import BatchingPolicy
+    from svc.batching.scheduler import Batcher
 
     policy = (
         BatchingPolicy(CPUS, enabled=True, max_batch_size=128, max_enqueued_batches=1000)
@@ -263,7 +263,7 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
         f"max_batch_size 128, batch_timeout_micros 0, max_enqueued_batches 1000, num_batch_threads {CPUS}; "
         f"off: {4 * CPUS} inference threads. Mean batch size from the server's `aspired_batch_size` histogram. "
         f"Raw TF = `Servable.run` in process on {CPUS} threads at that mean batch size (rounded), rows/s; "
-        "ratio = server rows/s / raw rows/s. Batcher alone = `svc.batcher.Batcher.submit` in process (no "
+        "ratio = server rows/s / raw rows/s. Batcher alone = `svc.batching.scheduler.Batcher.submit` in process (no "
         "network, no protobuf) with the same policy and concurrency."
     )
     lines = [

@@ -165,7 +165,7 @@ def version_text() -> str:
 
 def main(argv: Sequence[str] | None = None, *, run: Callable[[Options], int] | None = None) -> int:
     """Parse, check and run; the exit status. `argv` excludes the program name (default `sys.argv[1:]`);
-    `run` defaults to `svc.supervisor.run`, imported only once the options are valid."""
+    `run` defaults to `svc.server.run`, imported only once the options are valid."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         options, unknown = parse_command_line(args, os.environ)
@@ -190,5 +190,5 @@ def main(argv: Sequence[str] | None = None, *, run: Callable[[Options], int] | N
     sys.stdout.flush()
     if run is None:
         # Imported here: the supervisor pulls in the whole server (and TensorFlow).
-        run = importlib.import_module("svc.supervisor").run
+        run = importlib.import_module("svc.server").run
     return run(options)

@@ -401,7 +401,7 @@ def validate_options(options: Options) -> None:
             "server_options.enable_batching to true."
         )
     batching_parameters(options)
-    if options.tensorflow_session_config_file:  # parsed where TensorFlow is imported (svc/servable.py)
+    if options.tensorflow_session_config_file:  # parsed where TensorFlow is imported (svc/servables/saved_model.py)
         read_text_file(Path(options.tensorflow_session_config_file))
     if (
         options.tensorflow_intra_op_parallelism > 0

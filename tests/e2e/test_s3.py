@@ -15,7 +15,7 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-from svc.loader_pool import LoaderPool
+from svc.lifecycle.loader_pool import LoaderPool
 from tests.e2e.server import ServerProcess
 from tests.paths import testdata
 

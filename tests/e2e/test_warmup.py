@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
 
-from svc.warmup import WARMUP_FILE, load_logs, read_records, write_records, write_warmup_file
+from svc.servables.warmup import WARMUP_FILE, load_logs, read_records, write_records, write_warmup_file
 from tests.e2e.server import ServerProcess
 from tests.paths import testdata
 

@@ -18,8 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from svc._proto.aspired import config_pb2
-from svc.batcher import QUEUE_FULL, QUEUE_TIMEOUT, Batcher
-from svc.batching import (
+from svc.batching.batch_util import (
     BatchingPolicy,
     batching_policy,
     merge_inputs,
@@ -28,8 +27,9 @@ from svc.batching import (
     split_sizes,
     task_size,
 )
+from svc.batching.scheduler import QUEUE_FULL, QUEUE_TIMEOUT, Batcher
 from svc.errors import Code, ServingError
-from svc.servable import Array
+from svc.servables.saved_model import Array
 
 X, Y, Y2 = "x:0", "y:0", "y2:0"
 
@@ -665,7 +665,7 @@ def test_concurrent_requests_get_their_own_rows(
 
 @pytest.mark.anyio
 async def test_every_batch_is_observed_and_the_request_record_gets_its_batch_size() -> None:
-    from svc.request_log import RequestRecord, current_request
+    from svc.frontends.request_log import RequestRecord, current_request
 
     seen: list[tuple[str, int, int, int]] = []
     model = FakeModel()

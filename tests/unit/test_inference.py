@@ -13,7 +13,7 @@ from tensorflow.core.protobuf.meta_graph_pb2 import SignatureDef
 from tensorflow_serving.apis import input_pb2
 
 from svc.errors import Code, ServingError
-from svc.inference import (
+from svc.inference.classify_regress import (
     postprocess_classification,
     postprocess_regression,
     preprocess_classification,

@@ -1,4 +1,4 @@
-"""svc.json_tensor and svc.json_example against TF Serving's `util/json_tensor_test.cc` and the texts of
+"""svc.wire.json_tensor and svc.wire.json_examples against TF Serving's `util/json_tensor_test.cc` and the texts of
 `util/json_tensor.cc` (rapidjson 1.1.0 parse errors, PrettyWriter layout)."""
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from tensorflow_serving.apis import (
 )
 
 from svc.errors import Code, ServingError, not_found
-from svc.json_example import (
+from svc.wire.json_examples import (
     format_classify,
     format_model_metadata,
     format_model_status,
     format_regress,
     parse_classify_regress,
 )
-from svc.json_tensor import (
+from svc.wire.json_tensor import (
     Format,
     PredictJson,
     format_error,
@@ -41,7 +41,7 @@ from svc.json_tensor import (
     parse_predict,
     write_decimal,
 )
-from svc.rapidjson import debug_string
+from svc.wire.rapidjson_compat import debug_string
 from tests.paths import testdata
 
 Array = npt.NDArray[Any]

@@ -10,8 +10,8 @@ import pytest
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from svc.errors import Code, ServingError
-from svc.loader_pool import LoaderPool, RetryPolicy
-from svc.messages import (
+from svc.lifecycle.loader_pool import LoaderPool, RetryPolicy
+from svc.lifecycle.messages import (
     LoaderInbox,
     LoadFailed,
     LoadVersion,
@@ -21,7 +21,7 @@ from svc.messages import (
     VersionLoaded,
     VersionUnloaded,
 )
-from svc.servable import Servable
+from svc.servables.saved_model import Servable
 
 pytestmark = pytest.mark.anyio
 

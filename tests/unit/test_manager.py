@@ -11,8 +11,7 @@ import pytest
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from svc.errors import Code
-from svc.manager import VersionManager
-from svc.messages import (
+from svc.lifecycle.messages import (
     AspiredVersion,
     AspiredVersions,
     LabelsChanged,
@@ -27,9 +26,10 @@ from svc.messages import (
     VersionLoaded,
     VersionUnloaded,
 )
-from svc.servable import Servable
-from svc.serving_map import ServingMapHolder
-from svc.states import State
+from svc.lifecycle.serving_map import ServingMapHolder
+from svc.lifecycle.states import State
+from svc.lifecycle.version_manager import VersionManager
+from svc.servables.saved_model import Servable
 
 
 class FakeSession:

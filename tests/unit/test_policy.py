@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from svc.messages import VersionPolicy
-from svc.policy import (
+from svc.lifecycle.messages import VersionPolicy
+from svc.lifecycle.policy import (
     AVAILABILITY_PRESERVING as AP,
 )
-from svc.policy import (
+from svc.lifecycle.policy import (
     RESOURCE_PRESERVING as RP,
 )
-from svc.policy import (
+from svc.lifecycle.policy import (
     Forget,
     Load,
     Unload,
     next_actions,
     select_versions,
 )
-from svc.states import Harness
+from svc.lifecycle.states import Harness
 
 N, L, R, U, D, E = Harness.NEW, Harness.LOADING, Harness.READY, Harness.UNLOADING, Harness.DISABLED, Harness.ERROR
 

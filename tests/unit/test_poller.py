@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from svc.messages import (
+from svc.lifecycle.messages import (
     AspiredVersion,
     AspiredVersions,
     LabelsChanged,
@@ -26,9 +26,9 @@ from svc.messages import (
     ModelSource,
     VersionPolicy,
 )
-from svc.poller import StoragePoller, poll_model
-from svc.publication import Publication
-from svc.storage import Files, Listing, Storage, StorageError, versions_from
+from svc.sources.publication import Publication
+from svc.sources.storage import Files, Listing, Storage, StorageError, versions_from
+from svc.sources.storage_poller import StoragePoller, poll_model
 
 BASE = "/models/m"
 PB = {"saved_model.pb": 10}

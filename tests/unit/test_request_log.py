@@ -7,9 +7,9 @@ import json
 import pytest
 import structlog
 
+from svc.frontends.request_log import RequestLog, request_id_from
 from svc.logging import configure_logging
 from svc.metrics import Metrics
-from svc.request_log import RequestLog, request_id_from
 
 
 @pytest.fixture(autouse=True)

@@ -11,11 +11,10 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from svc.cache import VersionCache
 from svc.errors import Code, ServingError
-from svc.publication import completeness
-from svc.s3 import describe, endpoint_url, s3_options
-from svc.storage import (
+from svc.sources.publication import completeness
+from svc.sources.s3 import describe, endpoint_url, s3_options
+from svc.sources.storage import (
     Files,
     FsspecStorage,
     Listing,
@@ -26,6 +25,7 @@ from svc.storage import (
     storage_for,
     versions_from,
 )
+from svc.sources.version_cache import VersionCache
 
 # --- numeric names --------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""svc.tensors against TensorFlow itself.
+"""svc.wire.tensor_proto against TensorFlow itself.
 
 The reference for reading a TensorProto is TF's C++ `Tensor::FromProto`, reached through
 `tf.io.parse_tensor` (TF Serving calls the same function on every Predict input). `tf.make_tensor_proto`
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from svc.tensors import (
+from svc.wire.tensor_proto import (
     MAX_ELEMENTS,
     TensorConversionError,
     data_type_of,

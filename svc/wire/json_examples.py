@@ -1,8 +1,8 @@
 """REST JSON bodies without tensors: classify/regress requests (tf.Examples) and results, TF Serving's
 `FillClassifyRegressRequestFromJson`, `MakeJsonFromClassificationResult` and `MakeJsonFromRegressionResult`
 (`util/json_tensor.cc`); and the GET bodies, model status and metadata (`ToJsonString` in
-`model_servers/http_rest_api_util.cc`). JSON is read and written by `svc/rapidjson.py` (TF Serving's
-rapidjson); the `util/json_tensor.cc` helpers it shares with predict are in `svc/json_tensor.py`.
+`model_servers/http_rest_api_util.cc`). JSON is read and written by `svc/wire/rapidjson_compat.py` (TF Serving's
+rapidjson); the `util/json_tensor.cc` helpers it shares with predict are in `svc/wire/json_tensor.py`.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from tensorflow_serving.apis import (
 )
 
 from svc.errors import internal, invalid_argument
-from svc.json_tensor import (
+from svc.wire.json_tensor import (
     decode_base64_object,
     is_base64_object,
     signature_name,
     to_float32,
     write_decimal,
 )
-from svc.rapidjson import (
+from svc.wire.rapidjson_compat import (
     Json,
     as_double,
     encode,

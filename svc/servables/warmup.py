@@ -18,9 +18,9 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import prediction_log_pb2
 
-from svc import api
 from svc.errors import Code, ServingError, invalid_argument
-from svc.servable import Servable
+from svc.inference import predict as api
+from svc.servables.saved_model import Servable
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_RECORDS = 1000
@@ -112,7 +112,7 @@ def load_logs(path: Path) -> list[prediction_log_pb2.PredictionLog]:
 
 def replay(servable: Servable, log: prediction_log_pb2.PredictionLog, method_name_check: bool = False) -> None:
     """Run one logged request against `servable` directly (its model_spec name and version do not route)."""
-    from svc import inference
+    from svc.inference import classify_regress as inference
 
     match log.WhichOneof("log_type"):
         case "predict_log":
@@ -143,7 +143,7 @@ def replay(servable: Servable, log: prediction_log_pb2.PredictionLog, method_nam
 
 def _run_examples(servable: Servable, signature_name: str, model_input: Any, method: str, check: bool) -> None:
     """Classify or Regress (by `method`) on the version itself, as TF Serving's warmup does."""
-    from svc import inference
+    from svc.inference import classify_regress as inference
 
     preprocess, postprocess = inference.EXAMPLE_METHODS[method]
     signature = inference.find_signature(servable, signature_name, method, check)

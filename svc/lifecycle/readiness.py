@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 import anyio
 from grpclib.health.check import ServiceStatus
 
-from svc.monitor import StateMonitor
-from svc.states import State
+from svc.lifecycle.state_monitor import StateMonitor
+from svc.lifecycle.states import State
 
 
 class Readiness:

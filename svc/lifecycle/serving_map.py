@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from svc.errors import invalid_argument, not_found
-from svc.servable import Servable
+from svc.servables.saved_model import Servable
 
 
 @dataclass(frozen=True, slots=True)

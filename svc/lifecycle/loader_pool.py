@@ -17,8 +17,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 
 from svc.errors import Code, ServingError
-from svc.logging import get_logger
-from svc.messages import (
+from svc.lifecycle.messages import (
     LoaderInbox,
     LoadFailed,
     LoadVersion,
@@ -28,7 +27,8 @@ from svc.messages import (
     VersionLoaded,
     VersionUnloaded,
 )
-from svc.servable import Servable
+from svc.logging import get_logger
+from svc.servables.saved_model import Servable
 
 log = get_logger(actor="loader_pool")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from svc.messages import AspiredVersion, VersionPolicy
-from svc.states import Harness
+from svc.lifecycle.messages import AspiredVersion, VersionPolicy
+from svc.lifecycle.states import Harness
 
 AVAILABILITY_PRESERVING = "availability_preserving"
 RESOURCE_PRESERVING = "resource_preserving"

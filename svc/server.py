@@ -23,26 +23,27 @@ from grpclib.health.service import Health
 from grpclib.server import Server as GrpcServer
 from prometheus_client.core import Metric
 
-from svc import api, tls
 from svc import options as opts
-from svc.batcher import Batcher, batching_policy
-from svc.cache import VersionCache
-from svc.config_watcher import ConfigWatcher, model_names
+from svc.batching.scheduler import Batcher, batching_policy
 from svc.errors import Code, ServingError
-from svc.grpc_frontend import Frontend, ModelService, PredictionService, RequestLimitCodec
-from svc.health import Readiness
-from svc.http_frontend import RestApi, RestOptions
-from svc.loader_pool import LoaderPool, RetryPolicy
+from svc.frontends import tls
+from svc.frontends.grpc import Frontend, ModelService, PredictionService, RequestLimitCodec
+from svc.frontends.request_log import RequestLog
+from svc.frontends.rest import RestApi, RestOptions
+from svc.inference import predict as api
+from svc.lifecycle.config_watcher import ConfigWatcher, model_names
+from svc.lifecycle.loader_pool import LoaderPool, RetryPolicy
+from svc.lifecycle.messages import LoaderInbox, ManagerInbox, ModelConfigs, ServableId, ServableStateChanged
+from svc.lifecycle.readiness import Readiness
+from svc.lifecycle.serving_map import ServingMapHolder
+from svc.lifecycle.state_monitor import ModelsSettled, StateMonitor
+from svc.lifecycle.version_manager import VersionManager
 from svc.logging import configure_logging, get_logger
-from svc.manager import VersionManager
-from svc.messages import LoaderInbox, ManagerInbox, ModelConfigs, ServableId, ServableStateChanged
 from svc.metrics import Metrics, gauge
-from svc.monitor import ModelsSettled, StateMonitor
-from svc.poller import StoragePoller
-from svc.request_log import RequestLog
-from svc.servable import Servable, load, session_config
-from svc.serving_map import ServingMapHolder
-from svc.warmup import warm_up
+from svc.servables.saved_model import Servable, load, session_config
+from svc.servables.warmup import warm_up
+from svc.sources.storage_poller import StoragePoller
+from svc.sources.version_cache import VersionCache
 
 log = get_logger(actor="supervisor")
 

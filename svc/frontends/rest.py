@@ -4,7 +4,7 @@ plus the probes (`/livez`, `/readyz`) and the Prometheus page.
 Mirrors `model_servers/http_rest_api_handler.cc` and `http_server.cc`: the same URL regexes (matched on the
 raw path, query string included, case-insensitively), the same dispatch, status codes and `{"error": ...}`
 bodies, CORS preflight and headers, gzip request bodies. JSON <-> tensor conversion lives in
-`svc.json_tensor` / `svc.json_example`; the request logic in `svc.api`.
+`svc.wire.json_tensor` / `svc.wire.json_examples`; the request logic in `svc.inference.predict`.
 """
 
 from __future__ import annotations
@@ -24,13 +24,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
-from svc import api, inference, json_example, json_tensor
 from svc.errors import Code, ServingError, http_status, invalid_argument
-from svc.health import Readiness
+from svc.frontends.request_log import REQUEST_ID_HEADER, RequestLog, RequestRecord
+from svc.inference import classify_regress as inference
+from svc.inference import predict as api
+from svc.lifecycle.readiness import Readiness
 from svc.logging import get_logger
 from svc.metrics import Metrics
-from svc.request_log import REQUEST_ID_HEADER, RequestLog, RequestRecord
-from svc.servable import Servable
+from svc.servables.saved_model import Servable
+from svc.wire import json_examples as json_example
+from svc.wire import json_tensor
 
 log = get_logger(frontend="rest")
 

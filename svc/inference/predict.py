@@ -25,14 +25,14 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from svc import tensors
-from svc.batcher import Batcher
+from svc.batching.scheduler import Batcher
 from svc.errors import Code, ServingError, failed_precondition, invalid_argument, not_found
+from svc.frontends.request_log import current_request
+from svc.lifecycle.serving_map import ServingMapHolder
+from svc.lifecycle.state_monitor import StateMonitor
 from svc.metrics import Metrics
-from svc.monitor import StateMonitor
-from svc.request_log import current_request
-from svc.servable import Array, Servable
-from svc.serving_map import ServingMapHolder
+from svc.servables.saved_model import Array, Servable
+from svc.wire import tensor_proto as tensors
 
 DEFAULT_SIGNATURE = "serving_default"
 SIGNATURE_DEF_FIELD = "signature_def"

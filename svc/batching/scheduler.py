@@ -1,7 +1,7 @@
 """Batcher: where inference requests queue, merge into batches, and reach TensorFlow on the inference pool.
 
 Mirrors TF Serving's `batching/batching_session.cc` over TensorFlow's `SharedBatchScheduler` (the pure
-tensor work and the policy are in `svc/batching.py`): one queue per
+tensor work and the policy are in `svc/batching/batch_util.py`): one queue per
 (servable version, tensor signature = sorted feed names + fetch names), created on first use; a batch closes
 when it is full or its oldest task has waited `batch_timeout_micros`, and runs once one of
 `num_batch_threads` is free; inputs are concatenated along dimension 0, padded up to an allowed batch size
@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import anyio
 import numpy as np
 
-from svc.batching import (
+from svc.batching.batch_util import (
     BatchingPolicy,
     batching_policy,
     merge_inputs,
@@ -44,9 +44,9 @@ from svc.batching import (
     task_size,
 )
 from svc.errors import Code, ServingError, invalid_argument
+from svc.frontends.request_log import current_request
 from svc.logging import get_logger
-from svc.request_log import current_request
-from svc.servable import Array
+from svc.servables.saved_model import Array
 
 __all__ = ["Batcher", "BatcherStatistics", "BatchingPolicy", "QueueStatistics", "Runner", "batching_policy"]
 
@@ -58,7 +58,7 @@ RUN_TIMEOUT = "Run() timeout exceeded while the batch was running"
 
 
 class Runner(Protocol):
-    """What the batcher runs: `svc.servable.Servable` (tests pass fakes)."""
+    """What the batcher runs: `svc.servables.saved_model.Servable` (tests pass fakes)."""
 
     @property
     def name(self) -> str: ...

@@ -1,12 +1,12 @@
 """REST JSON <-> tensors: TF Serving's `util/json_tensor.cc` for predict, plus the helpers of that file that
 classify/regress share (`signature_name`, `{"b64": ...}` objects, `write_decimal`).
 
-JSON itself is read and written by `svc/rapidjson.py`, an imitation of the rapidjson 1.1.0 that TF Serving
+JSON itself is read and written by `svc/wire/rapidjson_compat.py`, an imitation of the rapidjson 1.1.0 that TF Serving
 links. Tensor output imitates rapidjson's `PrettyWriter` (4-space indent, arrays on one line where TF Serving
 asks for it). Error texts are TF Serving's. Classify/regress and the GET bodies (status, metadata) are in
-`svc/json_example.py`.
+`svc/wire/json_examples.py`.
 
-Deliberate deviations from TF Serving, all on odd input (for parsing, see `svc/rapidjson.py`):
+Deliberate deviations from TF Serving, all on odd input (for parsing, see `svc/wire/rapidjson_compat.py`):
 - Tensor values deeper than numpy's 64 dimensions or larger than `MAX_ELEMENTS` are refused.
 - Output strings that are not UTF-8 get U+FFFD replacements (TF Serving writes the raw bytes: invalid JSON
   that most clients refuse); `*_bytes` outputs are lossless base64 as in TF Serving.
@@ -31,7 +31,7 @@ import numpy.typing as npt
 from tensorflow.core.framework import types_pb2
 
 from svc.errors import ServingError, invalid_argument, unimplemented
-from svc.rapidjson import (
+from svc.wire.rapidjson_compat import (
     Json,
     as_double,
     debug_string,

@@ -1,7 +1,7 @@
 """The gRPC frontend: TF Serving's PredictionService and ModelService on grpclib.
 
 Service bases are the grpclib stubs that `make proto` generates from tensorflow-serving-api's own
-descriptors; messages are the official protobuf classes. Each method translates the call into `svc.api`
+descriptors; messages are the official protobuf classes. Each method translates the call into `svc.inference.predict`
 and `ServingError` into a gRPC status, once, here (TF Serving's `model_servers/prediction_service_impl.cc`,
 `model_service_impl.cc`). Every call gets a request record (id from `x-request-id` metadata, returned in the
 initial metadata), one `request_finished` line and its metrics; a gRPC deadline bounds its whole stay.
@@ -19,11 +19,12 @@ from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.server import Stream
 
-from svc import api, inference
 from svc._proto.tensorflow_serving.apis import model_service_grpc, prediction_service_grpc
 from svc.errors import Code, ServingError, grpc_message
+from svc.frontends.request_log import REQUEST_ID_HEADER, RequestLog
+from svc.inference import classify_regress as inference
+from svc.inference import predict as api
 from svc.logging import get_logger
-from svc.request_log import REQUEST_ID_HEADER, RequestLog
 
 log = get_logger(frontend="grpc")
 

@@ -1,7 +1,7 @@
 """The pure half of batching: TF Serving's BatchingParameters as a validated policy, and the tensor work of
 a batch (`batching/batching_util.cc`, `batching/batching_session.cc`): a task's batch size, splitting a large
 task, merging inputs with padding (`allowed_batch_sizes`, `pad_variable_length_inputs`), slicing outputs back.
-No I/O and no event loop; `svc/batcher.py` is the actor that uses these, and runs them in inference threads.
+No I/O and no event loop; `svc/batching/scheduler.py` is the actor that uses these, and runs them in inference threads.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from svc.errors import ServingError, failed_precondition, invalid_argument
-from svc.servable import Array
+from svc.servables.saved_model import Array
 
 # --- policy ---------------------------------------------------------------------------------------------------
 

@@ -15,9 +15,9 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 
 from svc.errors import Code
+from svc.lifecycle.messages import ServableId, ServableStateChanged
+from svc.lifecycle.states import State
 from svc.logging import get_logger
-from svc.messages import ServableId, ServableStateChanged
-from svc.states import State
 
 log = get_logger(actor="state_monitor")
 

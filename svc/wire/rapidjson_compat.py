@@ -1,7 +1,7 @@
 """An imitation of rapidjson 1.1.0, the JSON library TF Serving links, as far as TF Serving's REST API shows it:
 parse errors with rapidjson's texts and byte offsets, the types it names values by, its writer's string
 escaping and number format, and the `PrettyWriter` dump TF Serving puts into error texts. Used by
-`svc/json_tensor.py` (predict) and `svc/json_example.py` (classify/regress, GET bodies).
+`svc/wire/json_tensor.py` (predict) and `svc/wire/json_examples.py` (classify/regress, GET bodies).
 
 Parsing follows rapidjson as TF Serving configures it (iterative parser, `NaN`/`Infinity` accepted, parsing
 stops after the first value), on top of Python's `json` decoder. Deliberate deviations from rapidjson, all on

@@ -21,12 +21,12 @@ import anyio
 from anyio.abc import ObjectSendStream
 
 from svc.errors import Code, ServingError, failed_precondition, invalid_argument
+from svc.lifecycle.messages import ModelConfigs, ModelSource, VersionPolicy
+from svc.lifecycle.state_monitor import ModelsSettled, StateMonitor, Table
+from svc.lifecycle.states import State
 from svc.logging import get_logger
-from svc.messages import ModelConfigs, ModelSource, VersionPolicy
-from svc.monitor import ModelsSettled, StateMonitor, Table
 from svc.options import ModelServerConfig as Config
 from svc.options import validate_model_server_config
-from svc.states import State
 
 log = get_logger(actor="config_watcher")
 

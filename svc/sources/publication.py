@@ -35,8 +35,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from svc.messages import VersionPolicy
-from svc.policy import Selection, select_versions
+from svc.lifecycle.messages import VersionPolicy
+from svc.lifecycle.policy import Selection, select_versions
 
 _SHARD = re.compile(r"variables/variables\.data-(\d{5})-of-(\d{5})")
 _INDEX = "variables/variables.index"

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from svc.errors import Code
-from svc.states import State
+from svc.lifecycle.states import State
 
 if TYPE_CHECKING:
-    from svc.servable import Servable
+    from svc.servables.saved_model import Servable
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from svc.errors import Code, ServingError
 from svc.logging import get_logger
-from svc.storage import Storage, StorageError, storage_for
+from svc.sources.storage import Storage, StorageError, storage_for
 
 log = get_logger(actor="version_cache")
 

@@ -7,7 +7,7 @@ anything else is ignored, and when two names parse to the same number the first 
 One `Storage` protocol, two implementations:
 - `LocalStorage`: plain and `file://` paths (mounted volumes included), read with `os.scandir`.
 - `FsspecStorage`: any other URL fsspec knows (`s3://`, `gs://`, `memory://`, ...). S3 settings come from the
-  environment TF Serving users already set (`svc/s3.py`); other schemes use their fsspec package's defaults
+  environment TF Serving users already set (`svc/sources/s3.py`); other schemes use their fsspec package's defaults
   (`gs://` needs `gcsfs` installed). Listings bypass fsspec's listing cache, so every poll sees the store.
 
 Every method blocks: callers run them in a thread. Expected failures (missing path, permission, network) raise
@@ -245,7 +245,7 @@ def scheme(path: str) -> str:
 @functools.cache
 def _fsspec_storage(protocol: str) -> FsspecStorage:
     if protocol in ("s3", "s3a"):
-        from svc.s3 import describe, s3_options
+        from svc.sources.s3 import describe, s3_options
 
         options = s3_options(os.environ)
         storage = FsspecStorage("s3", options)

@@ -4,7 +4,7 @@ Mirrors TF Serving's `sources/storage_path/file_system_storage_path_source.cc`: 
 `--file_system_poll_wait_seconds` (0 = once, negative = only when the configuration changes) each model's
 base path is listed in a thread (models in parallel), its version policy applied, and the complete aspired set
 sent to the VersionManager when it changed. Unlike TF Serving, only *published* versions are aspired — complete,
-and unchanged across two polls or marked ready (`svc/publication.py` has the rules, including the first-poll
+and unchanged across two polls or marked ready (`svc/sources/publication.py` has the rules, including the first-poll
 exception) — and a storage error or a listing that suddenly turns empty is *unknown*, not *deleted*: nothing is
 unloaded, a warning is logged, `poll_errors` counts it, and the next poll tries again. Repeated failures of one
 model are logged at the 1st, 2nd, 4th, 8th, ... consecutive failure, and its recovery once.
@@ -19,11 +19,18 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
+from svc.lifecycle.messages import (
+    AspiredVersions,
+    LabelsChanged,
+    ManagerInbox,
+    ModelConfigs,
+    ModelRemoved,
+    ModelSource,
+)
+from svc.lifecycle.policy import Selection
 from svc.logging import get_logger
-from svc.messages import AspiredVersions, LabelsChanged, ManagerInbox, ModelConfigs, ModelRemoved, ModelSource
-from svc.policy import Selection
-from svc.publication import Inspection, ListingVerdict, Publication
-from svc.storage import Storage, StorageError, storage_for
+from svc.sources.publication import Inspection, ListingVerdict, Publication
+from svc.sources.storage import Storage, StorageError, storage_for
 
 log = get_logger(actor="storage_poller")
 

@@ -24,10 +24,10 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from svc import tensors
-from svc.api import Core, Target, acquire, signature_name_or_default, target_of
 from svc.errors import Code, ServingError, invalid_argument
-from svc.servable import Array, Servable
+from svc.inference.predict import Core, Target, acquire, signature_name_or_default, target_of
+from svc.servables.saved_model import Array, Servable
+from svc.wire import tensor_proto as tensors
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"

@@ -1,7 +1,7 @@
 """VersionManager: turns aspired-version sets into loads and unloads, and owns the serving map.
 
 Mirrors TF Serving's `core/aspired_versions_manager.cc` with its harness table (`core/loader_harness.h`).
-Each message updates the table, asks the pure policy (`svc.policy.next_actions`) what may run now, sends
+Each message updates the table, asks the pure policy (`svc.lifecycle.policy.next_actions`) what may run now, sends
 commands to the LoaderPool, swaps a new ServingMap in, and publishes public states to the StateMonitor in
 TF Serving's order: AVAILABLE after the map holds the version, UNLOADING before it leaves the map.
 """
@@ -15,8 +15,7 @@ from anyio.abc import ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
 from svc.errors import Code
-from svc.logging import get_logger
-from svc.messages import (
+from svc.lifecycle.messages import (
     AspiredVersions,
     LabelsChanged,
     LoaderInbox,
@@ -30,10 +29,11 @@ from svc.messages import (
     VersionLoaded,
     VersionUnloaded,
 )
-from svc.policy import AVAILABILITY_PRESERVING, Forget, Load, Unload, next_actions
-from svc.servable import Servable
-from svc.serving_map import ModelEntry, ServingMapHolder
-from svc.states import PUBLIC_STATE, Harness, check_transition
+from svc.lifecycle.policy import AVAILABILITY_PRESERVING, Forget, Load, Unload, next_actions
+from svc.lifecycle.serving_map import ModelEntry, ServingMapHolder
+from svc.lifecycle.states import PUBLIC_STATE, Harness, check_transition
+from svc.logging import get_logger
+from svc.servables.saved_model import Servable
 
 log = get_logger(actor="version_manager")
 

@@ -1,0 +1,1 @@
+"""Frontends: the gRPC and REST protocol stacks around the inference path."""

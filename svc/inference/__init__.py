@@ -1,0 +1,1 @@
+"""Inference: one prepare -> run -> finish path per API (TF Serving's *_impl.cc, *_util.cc)."""

@@ -1,0 +1,1 @@
+"""Lifecycle: aspired versions -> loads/unloads -> serving map (TF core/)."""

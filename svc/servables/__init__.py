@@ -1,0 +1,1 @@
+"""Servables: loading and running SavedModels (TF servables/tensorflow/); the TensorFlow boundary."""

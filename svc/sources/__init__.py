@@ -1,0 +1,1 @@
+"""Sources: where versions are found (TF sources/): storage listing, publication rules, local cache."""
