@@ -189,6 +189,9 @@ class Metrics:
         else:
             self.load_failures.labels(model, str(version)).inc()
 
+    def unload(self, model: str, version: int, seconds: float) -> None:
+        self.unload_duration.labels(model, str(version)).observe(seconds)
+
     def batch(self, model: str, version: int, size: int, queued_seconds: Sequence[float]) -> None:
         self.batch_size.labels(model, str(version)).observe(size)
         for seconds in queued_seconds:

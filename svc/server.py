@@ -119,7 +119,7 @@ async def serve(options: opts.Options) -> int:
             except BaseException:
                 cache.evict(local)
                 raise
-        except ServingError:
+        except Exception:  # LoaderPool turns any exception into LoadFailed (issue 10)
             metrics.load(id.name, id.version, path, time.perf_counter() - started, ok=False)
             raise
         metrics.load(id.name, id.version, path, time.perf_counter() - started, ok=True)
@@ -134,6 +134,7 @@ async def serve(options: opts.Options) -> int:
         num_unload_threads=options.num_unload_threads,
         retry=RetryPolicy(options.max_num_load_retries, options.load_retry_interval_micros / 1e6),
         on_unloaded=lambda id, servable: cache.evict(servable.path),
+        on_unload_duration=lambda id, seconds: metrics.unload(id.name, id.version, seconds),
     )
     pool.set_load_threads(options.num_initial_load_threads)
     poller = StoragePoller(
@@ -194,7 +195,7 @@ def _warm_up(servable: Servable, local: str, options: opts.Options) -> None:
         count = warm_up(
             servable, local, options.num_request_iterations_for_warmup, options.enable_signature_method_name_check
         )
-    except ServingError:
+    except BaseException:  # whatever a warmup record makes TensorFlow raise, the session is closed (issue 10)
         servable.close()
         raise
     if count:

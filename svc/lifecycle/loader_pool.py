@@ -9,6 +9,7 @@ reply and every unload in a `VersionUnloaded`, so the manager never waits on a t
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, assert_never
@@ -55,6 +56,7 @@ class LoaderPool:
         num_unload_threads: int = 0,
         retry: RetryPolicy | None = None,
         on_unloaded: Callable[[ServableId, Servable], None] | None = None,
+        on_unload_duration: Callable[[ServableId, float], None] | None = None,
     ) -> None:
         self._inbox = inbox
         self._replies = replies
@@ -64,6 +66,7 @@ class LoaderPool:
         self._unload_limiter = anyio.CapacityLimiter(max(num_unload_threads, 1))
         self._retry = retry or RetryPolicy()
         self._on_unloaded = on_unloaded
+        self._on_unload_duration = on_unload_duration
         self.loads_in_progress = 0
 
     def set_load_threads(self, n: int) -> None:
@@ -99,28 +102,47 @@ class LoaderPool:
                         break
                     log.info("servable_load_retry", model=command.id.name, version=command.id.version,
                              retry=attempt)
-                try:
-                    servable = await anyio.to_thread.run_sync(
-                        self._loader, command.id, command.path, limiter=self._load_limiter
-                    )
-                except ServingError as exc:
-                    error = exc
-                    log.warning("servable_load_attempt_failed", model=command.id.name,
-                                version=command.id.version, attempt=attempt + 1, error=exc.message)
+                result = await anyio.to_thread.run_sync(
+                    self._attempt, command, attempt + 1, limiter=self._load_limiter
+                )
+                if isinstance(result, ServingError):
+                    error = result
                     continue
+                servable = result
                 await self._replies.send(VersionLoaded(command.id, servable))
                 return
             await self._replies.send(LoadFailed(command.id, error.code, error.message))
         finally:
             self.loads_in_progress -= 1
 
+    def _attempt(self, command: LoadVersion, attempt: int) -> Servable | ServingError:
+        """One load attempt (in a loader thread): the servable, or the error it failed with, logged once."""
+        try:
+            return self._loader(command.id, command.path)
+        except ServingError as exc:
+            log.warning("servable_load_attempt_failed", model=command.id.name, version=command.id.version,
+                        attempt=attempt, error=exc.message)
+            return exc
+        except Exception as exc:  # a SavedModel is input, not code: it never ends the process (issue 10)
+            # TF Serving's text for an unexpected error: `UNKNOWN: <type>: <message>`.
+            error = ServingError(Code.UNKNOWN, f"{type(exc).__name__}: {exc}")
+            log.exception("servable_load_attempt_failed", model=command.id.name, version=command.id.version,
+                          attempt=attempt, error=error.message)
+            return error
+
     async def _unload(self, command: UnloadVersion) -> None:
+        started = time.perf_counter()
         await command.servable.wait_idle()
         await anyio.to_thread.run_sync(self._close, command, limiter=self._unload_limiter)
+        if self._on_unload_duration is not None:
+            self._on_unload_duration(command.id, time.perf_counter() - started)
         await self._replies.send(VersionUnloaded(command.id))
 
     def _close(self, command: UnloadVersion) -> None:
-        command.servable.close()
+        try:
+            command.servable.close()
+        except Exception:  # a session that fails to close is still gone: the unload completes (issue 10)
+            log.exception("servable_unload_failed", model=command.id.name, version=command.id.version)
         if self._on_unloaded is not None:
             self._on_unloaded(command.id, command.servable)
         # A TF graph is full of reference cycles: collect it now rather than whenever the next full

@@ -117,18 +117,21 @@ def load(name: str, version: int, path: str, tags: Sequence[str], session_config
 
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph, config=session_config)
+    # A SavedModel is input, not code: whatever the loader raises closes the session and propagates; TF's own
+    # statuses keep their code and text, anything else becomes LoadFailed at the loader pool's boundary
+    # (issue 10).
     try:
         with graph.as_default():
             meta_graph = tf.compat.v1.saved_model.loader.load(session, list(tags), path)
+        slim = meta_graph_pb2.MetaGraphDef()
+        slim.signature_def.MergeFrom(meta_graph.signature_def)  # remove_unused_fields_from_bundle_metagraph
+        graph.finalize()
     except tf.errors.OpError as exc:
         session.close()
         raise ServingError(Code(exc.error_code), exc.message) from exc
-    except (RuntimeError, ValueError, OSError, KeyError) as exc:
+    except BaseException:
         session.close()
-        raise ServingError(Code.UNKNOWN, f"{type(exc).__name__}: {exc}") from exc
-    slim = meta_graph_pb2.MetaGraphDef()
-    slim.signature_def.MergeFrom(meta_graph.signature_def)  # remove_unused_fields_from_bundle_metagraph
-    graph.finalize()
+        raise
     return Servable(name, version, path, session, slim)
 
 

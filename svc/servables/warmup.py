@@ -10,7 +10,6 @@ TFRecord writer, for building warmup files. Blocking: runs in the loader's threa
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,38 +25,14 @@ WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_RECORDS = 1000
 
 
-def _crc32c_table() -> list[int]:
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = _TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def masked_crc(data: bytes) -> int:
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 def write_records(path: Path, records: Iterable[bytes]) -> None:
-    """TFRecord framing: length (uint64 LE), masked CRC32C of the length, data, masked CRC32C of the data."""
+    """A TFRecord file written by TensorFlow's own writer (length, masked CRC32C, data, masked CRC32C)."""
+    import tensorflow as tf
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as out:
+    with tf.io.TFRecordWriter(str(path)) as writer:
         for data in records:
-            length = struct.pack("<Q", len(data))
-            out.write(length + struct.pack("<I", masked_crc(length)) + data + struct.pack("<I", masked_crc(data)))
+            writer.write(data)
 
 
 def write_warmup_file(version_dir: Path, logs: Iterable[prediction_log_pb2.PredictionLog]) -> Path:
@@ -66,47 +41,33 @@ def write_warmup_file(version_dir: Path, logs: Iterable[prediction_log_pb2.Predi
     return path
 
 
-class CorruptRecord(Exception):
-    pass
-
-
 def read_records(path: Path) -> Iterator[bytes]:
-    data = path.read_bytes()
-    offset = 0
-    while offset < len(data):
-        header = data[offset : offset + 12]
-        if len(header) < 12:
-            raise CorruptRecord(f"Truncated record at byte {offset}")
-        (length,) = struct.unpack("<Q", header[:8])
-        if struct.unpack("<I", header[8:])[0] != masked_crc(header[:8]):
-            raise CorruptRecord(f"Corrupted record at {offset}")
-        body = data[offset + 12 : offset + 12 + length]
-        footer = data[offset + 12 + length : offset + 16 + length]
-        if len(body) < length or len(footer) < 4:
-            raise CorruptRecord(f"Truncated record at byte {offset}")
-        if struct.unpack("<I", footer)[0] != masked_crc(body):
-            raise CorruptRecord(f"Corrupted record at {offset}")
-        yield body
-        offset += 16 + length
+    """The records of a TFRecord file, read by TensorFlow's C++ reader: it checks both CRCs of every record
+    and releases the GIL while it reads, so a large warmup file does not stall requests (issue 10).
+    Raises ServingError DATA_LOSS (TF Serving's text) for a corrupt or truncated file."""
+    import tensorflow as tf
+    from tensorflow.python.lib.io import tf_record
+
+    try:
+        yield from tf_record.tf_record_iterator(str(path))
+    except tf.errors.OpError as exc:
+        raise ServingError(
+            Code.DATA_LOSS, f"{exc.message}. Please verify your warmup data is in TFRecord format."
+        ) from exc
 
 
 def load_logs(path: Path) -> list[prediction_log_pb2.PredictionLog]:
     """The warmup records of a version, with TF Serving's errors."""
     logs = []
-    try:
-        for count, record in enumerate(read_records(path), start=1):
-            if count > MAX_RECORDS:
-                raise invalid_argument(f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}")
-            log = prediction_log_pb2.PredictionLog()
-            try:
-                log.ParseFromString(record)
-            except DecodeError as exc:
-                raise invalid_argument(f"Failed to parse warmup record: {record!r} from {path}") from exc
-            logs.append(log)
-    except CorruptRecord as exc:
-        raise ServingError(
-            Code.DATA_LOSS, f"{exc}. Please verify your warmup data is in TFRecord format."
-        ) from exc
+    for count, record in enumerate(read_records(path), start=1):
+        if count > MAX_RECORDS:  # TF Serving stops at the 1001st record; the rest of the file is not read
+            raise invalid_argument(f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}")
+        log = prediction_log_pb2.PredictionLog()
+        try:
+            log.ParseFromString(record)
+        except DecodeError as exc:
+            raise invalid_argument(f"Failed to parse warmup record: {record!r} from {path}") from exc
+        logs.append(log)
     return logs
 
 

@@ -90,11 +90,13 @@ def test_warmup_predict_with_inputs_on_half_plus_two(tmp_path: Path) -> None:
     [
         (lambda p: p.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00garbage"),
          "Please verify your warmup data is in TFRecord format."),
+        (lambda p: (write_records(p, [b"payload"]), p.write_bytes(p.read_bytes().replace(b"payload", b"pAyload"))),
+         "Please verify your warmup data is in TFRecord format."),  # data CRC checked by TF's reader (issue 10)
         (lambda p: write_records(p, [b"\xff\xff\xff"]), "Failed to parse warmup record:"),
         (lambda p: write_records(p, [counter_log("incr_counter").SerializeToString()] * 1001),
          "Number of warmup records exceeds the maximum (1000) at "),
     ],
-    ids=["corrupt", "unparseable", "too-many"],
+    ids=["corrupt", "bad-crc", "unparseable", "too-many"],
 )
 def test_bad_warmup_file_fails_the_load(tmp_path: Path, content: object, message: str) -> None:
     version = tmp_path / "counter" / "1"

@@ -146,3 +146,39 @@ async def test_unload_waits_for_requests_then_closes() -> None:
     assert session.closed
     assert unloaded == [ServableId("m", 1)]
     assert not servable.acquire()  # closing: no new request may take it
+
+
+class RaisingSession(FakeSession):
+    def close(self) -> None:
+        raise RuntimeError("close failed")
+
+
+async def test_any_load_exception_becomes_load_failed() -> None:
+    # Issue 10: an exception outside the old allow-list (DecodeError, TypeError, ...) ended the process.
+    def loader(id: ServableId, path: str) -> Servable:
+        raise TypeError("Cannot interpret feed_dict key as Tensor")
+
+    [reply] = await drive(
+        {"loader": loader, "is_aspired": lambda id: True, "retry": RetryPolicy(1, 0.0)},
+        [LoadVersion(ServableId("m", 1), "/m/1")], 1,
+    )
+    assert reply == LoadFailed(
+        ServableId("m", 1), Code.UNKNOWN, "TypeError: Cannot interpret feed_dict key as Tensor"
+    )
+
+
+async def test_unload_reports_duration_and_survives_a_failing_close() -> None:
+    # Issue 10: aspired_unload_duration_seconds was never observed; a close that raises still unloads.
+    servable = Servable("m", 1, "/m/1", RaisingSession(), meta_graph_pb2.MetaGraphDef())
+    durations: list[tuple[ServableId, float]] = []
+    unloaded: list[ServableId] = []
+    [reply] = await drive(
+        {"loader": FlakyLoader(), "is_aspired": lambda id: True,
+         "on_unloaded": lambda id, s: unloaded.append(id),
+         "on_unload_duration": lambda id, seconds: durations.append((id, seconds))},
+        [UnloadVersion(ServableId("m", 1), servable)], 1,
+    )
+    assert reply == VersionUnloaded(ServableId("m", 1))
+    assert unloaded == [ServableId("m", 1)]
+    assert [id for id, _ in durations] == [ServableId("m", 1)]
+    assert durations[0][1] >= 0
