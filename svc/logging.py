@@ -7,6 +7,7 @@ API at:...`), the same text travels in the `message` field.
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from typing import Any
@@ -16,7 +17,8 @@ import structlog
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure_logging(fmt: str = "json", level: str = "info") -> None:
+def configure_logging(fmt: str = "json", level: str = "info", worker: str | None = None) -> None:
+    """`worker` (with --frontend_workers > 1) names the process on every line: one stream, N writers."""
     renderer: Any
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
@@ -28,11 +30,28 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            *([] if worker is None else [_add_worker(worker)]),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level.lower(), logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
+    )
+
+
+def _add_worker(worker: str) -> Any:
+    def add(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        event.setdefault("worker", worker)
+        return event
+
+    return add
+
+
+def line_buffered_stdout() -> None:
+    """One write per log line on stdout, so the lines of processes sharing it never interleave mid-line."""
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(sys.stdout.fileno(), "w", closefd=False), 1 << 16),
+        encoding="utf-8", line_buffering=True,
     )
 
 

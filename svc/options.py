@@ -174,6 +174,8 @@ class Options:
     shutdown_grace_seconds: float = _flag(30.0, "float", "Seconds allowed for draining on shutdown.")
     # Largest REST body / gRPC message accepted (TF Serving: gRPC INT32_MAX).
     max_request_bytes: int = _flag(256 * 1024 * 1024, "int64", "Largest request accepted, in bytes.")
+    # N > 1: N frontend processes share the ports around one model-owner process (svc/workers/).
+    frontend_workers: int = _flag(1, "int32", "Frontend worker processes; 1 = one process, no IPC.")
 
 
 FLAGS: Final = tuple(fields(Options))
@@ -438,5 +440,7 @@ def _validate_extensions(options: Options) -> None:
     for name in ("drain_delay_seconds", "shutdown_grace_seconds", "num_initial_load_threads"):
         if getattr(options, name) < 0:
             raise invalid_argument(f"--{name} must not be negative; got {getattr(options, name)}")
+    if options.frontend_workers < 1:
+        raise invalid_argument(f"--frontend_workers must be at least 1; got {options.frontend_workers}")
     if options.max_request_bytes <= 0:
         raise invalid_argument(f"--max_request_bytes must be positive; got {options.max_request_bytes}")

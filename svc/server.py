@@ -38,12 +38,13 @@ from svc.lifecycle.readiness import Readiness
 from svc.lifecycle.serving_map import ServingMapHolder
 from svc.lifecycle.state_monitor import ModelsSettled, StateMonitor
 from svc.lifecycle.version_manager import VersionManager
-from svc.logging import configure_logging, get_logger
+from svc.logging import configure_logging, get_logger, line_buffered_stdout
 from svc.metrics import Metrics, gauge
 from svc.servables.saved_model import Servable, load, session_config
 from svc.servables.warmup import warm_up
 from svc.sources.storage_poller import StoragePoller
 from svc.sources.version_cache import VersionCache
+from svc.workers.owner import PublishedServingMap, serve_workers
 
 log = get_logger(actor="supervisor")
 
@@ -96,7 +97,7 @@ async def serve(options: opts.Options) -> int:
     configs_send, configs_recv = anyio.create_memory_object_stream[ModelConfigs](4)
 
     metrics = Metrics()
-    serving_map = ServingMapHolder()
+    serving_map = PublishedServingMap() if options.frontend_workers > 1 else ServingMapHolder()
     monitor = StateMonitor(monitor_recv)
     manager = VersionManager(manager_recv, loader_send, monitor_send, serving_map, options.aspired_version_policy)
     tags = [t.strip() for t in options.saved_model_tags.split(",") if t.strip()]
@@ -181,7 +182,12 @@ async def serve(options: opts.Options) -> int:
             raise StartupError(exc.status_text()) from exc
         pool.set_load_threads(options.num_load_threads)
         tg.start_soon(readiness.run)
-        await _run_frontends(tg, options, core, readiness, RequestLog(metrics, options.request_log_sample_rate))
+        if isinstance(serving_map, PublishedServingMap):  # --frontend_workers > 1: the ports are theirs
+            await serve_workers(tg, options, core, watcher, readiness, serving_map)
+        else:
+            await _run_frontends(
+                tg, options, core, readiness, RequestLog(metrics, options.request_log_sample_rate)
+            )
         _close_servables(serving_map)
         tg.cancel_scope.cancel()
     log.info("server_stopped")
@@ -372,7 +378,10 @@ async def _serve_rest(
 
 def run(options: opts.Options) -> int:
     """Entry point from the CLI: returns the process exit code."""
-    configure_logging(options.log_format, options.log_level)
+    workers = options.frontend_workers > 1
+    if workers:
+        line_buffered_stdout()  # the frontend workers write to the same stdout
+    configure_logging(options.log_format, options.log_level, worker="owner" if workers else None)
     for flag in opts.ignored_flags(options):
         log.info("flag_ignored", flag=flag, message=f"--{flag} has no effect in this server")
     try:

@@ -18,6 +18,9 @@ import httpx
 from tests.paths import REPO
 
 
+WORKERS_ENV = "ASPIRED_E2E_FRONTEND_WORKERS"
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -33,6 +36,9 @@ class ServerProcess:
         flags = [f"--port={self.grpc_port}"]
         if rest:
             flags.append(f"--rest_api_port={self.rest_port}")
+        workers = os.environ.get(WORKERS_ENV)  # issue 15: the e2e tier once more with frontend worker processes
+        if workers and not any(a.startswith("--frontend_workers") for a in args):
+            flags.append(f"--frontend_workers={workers}")
         self.args = [sys.executable, "-m", "svc", *flags, *args]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.lines: list[str] = []
