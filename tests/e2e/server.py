@@ -17,7 +17,6 @@ import httpx
 
 from tests.paths import REPO
 
-
 WORKERS_ENV = "ASPIRED_E2E_FRONTEND_WORKERS"
 
 

@@ -33,6 +33,7 @@ EXTENSIONS = {
     "drain_delay_seconds": ("float", 0.0),
     "shutdown_grace_seconds": ("float", 30.0),
     "max_request_bytes": ("int64", 256 * 1024 * 1024),
+    "frontend_workers": ("int32", 1),
 }
 
 PYTHON_TYPES = {"int32": int, "int64": int, "float": float, "string": str, "bool": bool}
@@ -417,6 +418,7 @@ BASE = {"model_base_path": "/models/m"}
         ),
         ({**BASE, "request_log_sample_rate": 1.5}, "--request_log_sample_rate must be in [0, 1]; got 1.5"),
         ({**BASE, "max_request_bytes": 0}, "--max_request_bytes must be positive; got 0"),
+        ({**BASE, "frontend_workers": 0}, "--frontend_workers must be at least 1; got 0"),
     ],
 )
 def test_validate_options_errors(values: dict[str, Any], message: str) -> None:

@@ -152,7 +152,8 @@ async def test_snapshots_lease_what_they_publish() -> None:
     assert (proxy.name, proxy.version) == ("m", 1)
     assert "serving_default" in proxy.signatures
     assert mirror.monitor.versions("m")[1].state is State.AVAILABLE
-    assert mirror.owner_ready and mirror.configured == ("m",)
+    assert mirror.owner_ready
+    assert mirror.configured == ("m",)
 
     holder.replace({"m": ModelEntry({2: v2}, {})})  # v1 leaves the map; the owner must keep it for now
     dropped = mirror.apply(publisher.message(lease, ready=True, draining=False))
