@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -254,7 +255,7 @@ async def _run_frontends(
         handlers.append(Health({prediction: [readiness.status], model_service: [readiness.status]}))
     codec = RequestLimitCodec(options.max_request_bytes)
     grpc_servers: list[GrpcServer] = []  # grpclib serves one listener per Server: TCP and the UNIX socket
-    ssl_context = tls.grpc_context(opts.ssl_config(options))
+    ssl_context = tls.server_context(opts.ssl_config(options))  # one context, both ports, nothing on disk
     if options.port:
         try:
             grpc_sock = bind_tcp("0.0.0.0", options.port)
@@ -283,7 +284,7 @@ async def _run_frontends(
             raise StartupError(
                 f"UNAVAILABLE: Could not bind REST port {options.rest_api_port}: {exc.strerror}"
             ) from exc
-        tg.start_soon(_serve_rest, rest, rest_sock, options, stop_rest, rest_done)
+        tg.start_soon(_serve_rest, rest, rest_sock, options, ssl_context, stop_rest, rest_done)
         log.info("rest_server_started", port=options.rest_api_port,
                  message=f"Exporting HTTP/REST API at:localhost:{options.rest_api_port} ...")
     else:
@@ -354,13 +355,17 @@ def _rest_api(options: opts.Options, core: api.Core, requests: RequestLog, readi
 
 
 async def _serve_rest(
-    rest: RestApi, sock: socket.socket, options: opts.Options, stop: anyio.Event, done: anyio.Event
+    rest: RestApi,
+    sock: socket.socket,
+    options: opts.Options,
+    ssl_context: ssl.SSLContext | None,
+    stop: anyio.Event,
+    done: anyio.Event,
 ) -> None:
     """hypercorn on an already listening socket, so the port accepts before the log line says so."""
     from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config as HypercornConfig
 
-    config = HypercornConfig()
+    config = tls.hypercorn_config(ssl_context)
     config.bind = [f"fd://{sock.fileno()}"]
     config.accesslog = None
     config.graceful_timeout = options.shutdown_grace_seconds
@@ -368,7 +373,6 @@ async def _serve_rest(
     # Longer than the usual load-balancer idle timeout (60 s), so the balancer closes idle connections first
     # and never reuses one the server is closing.
     config.keep_alive_timeout = 75.0
-    tls.configure_hypercorn(config, opts.ssl_config(options))
     try:
         await hypercorn_serve(rest.app(), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
     finally:

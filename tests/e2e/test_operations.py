@@ -4,7 +4,9 @@ Prometheus metrics, JSON request logs, request limits, TLS and mutual TLS."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import os
 import signal
 import ssl
 import threading
@@ -237,11 +239,22 @@ def _ssl_config(path: Path, certs: dict[str, bytes], client_verify: bool) -> Pat
     return path
 
 
+def _open_files(pid: int) -> list[str]:
+    names = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            names.append(os.readlink(fd))
+    return names
+
+
 @pytest.mark.parametrize("mutual", [False, True], ids=["tls", "mtls"])
 def test_tls(tmp_path: Path, mutual: bool) -> None:
     certs = _certificates(tmp_path)
     config = _ssl_config(tmp_path / "ssl.config", certs, mutual)
-    server = ServerProcess(["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", f"--ssl_config_file={config}"])
+    scratch = tmp_path / "tmp"  # the server's temporary directory: key material must never appear there
+    scratch.mkdir()
+    server = ServerProcess(["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", f"--ssl_config_file={config}"],
+                           env={"TMPDIR": str(scratch)})
     with server:
         client_key = certs["client_key"] if mutual else None
         client_cert = certs["client_cert"] if mutual else None
@@ -262,6 +275,11 @@ def test_tls(tmp_path: Path, mutual: bool) -> None:
                 with pytest.raises(grpc.RpcError) as info:
                     stub.Predict(predict_request(), timeout=10)
                 assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        # Issue 10: every start wrote the private key to /tmp/aspired-*.pem (twice) and never removed it.
+        assert list(scratch.iterdir()) == []
+        assert server.proc is not None
+        assert not [f for f in _open_files(server.proc.pid) if f.startswith("/") and "aspired-" in f]
+    assert list(scratch.iterdir()) == []
 
 
 def test_grpc_unix_socket(tmp_path: Path) -> None:
