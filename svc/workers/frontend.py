@@ -265,7 +265,7 @@ async def _serve(
     if options.enable_grpc_healthcheck_service:
         handlers.append(Health({prediction: [readiness.status], model_service: [readiness.status]}))
     codec = RequestLimitCodec(options.max_request_bytes)
-    ssl_context = tls.grpc_context(opts.ssl_config(options))
+    ssl_context = tls.server_context(opts.ssl_config(options))
     servers: list[GrpcServer] = []
     if grpc_port:
         sock = bind_shared("0.0.0.0", grpc_port)
@@ -292,7 +292,7 @@ async def _serve(
         rest_sock = bind_shared("::", rest_port)
         rest_sock.listen(1024)
         rest_sock.setblocking(False)
-        tg.start_soon(_serve_rest, rest, rest_sock, options, stop_rest, rest_done)
+        tg.start_soon(_serve_rest, rest, rest_sock, options, ssl_context, stop_rest, rest_done)
     else:
         rest_done.set()
     channel.send(("listening",))
