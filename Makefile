@@ -7,10 +7,10 @@ DEMO := examples/models
 
 .PHONY: serve test proto lint bench demo-models clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e ./clients/python
 	touch $(STAMP)
 
 $(DEMO)/half_plus_two/1/saved_model.pb: | $(STAMP)
@@ -29,8 +29,8 @@ proto: $(STAMP)
 	$(PY) proto/generate.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check svc tests bench examples proto
-	$(PY) -m mypy svc
+	$(PY) -m ruff check svc tests bench examples proto clients/python
+	$(PY) -m mypy svc clients/python/aspired_client
 
 bench: $(STAMP) demo-models
 	$(PY) bench/run_all.py

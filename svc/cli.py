@@ -13,6 +13,11 @@ of `--model_name`, `MODEL_BASE_PATH/<model name>` the default of `--model_base_p
 
 Importing this module does not import TensorFlow (3+ s): `--version` reads TensorFlow's version from the
 installed distribution's metadata.
+
+Subcommands (issue 14): `aspired serve <flags>` is `aspired <flags>`; `aspired predict|classify|regress|
+status|metadata|reload|health|warmup-record ...` are the client commands of the TF-free `aspired-client`
+package (`clients/python/`, `aspired_client.cli`), which need neither TensorFlow nor this server. Only a
+first argument that is one of these words is a subcommand; every TF Serving flag parses as before.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ from svc.options import FLAGS, Options, validate_options
 
 EXIT_USAGE: Final = 255  # TF's main returns -1
 PROGRAM: Final = "aspired"
+SERVE_COMMAND: Final = "serve"
+CLIENT_COMMANDS: Final = (
+    "predict", "classify", "regress", "status", "metadata", "reload", "health", "warmup-record"
+)  # fmt: skip
 
 _INT_RANGES: Final = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 _INT = re.compile(r"\s*[+-]?\d+")
@@ -167,6 +176,10 @@ def main(argv: Sequence[str] | None = None, *, run: Callable[[Options], int] | N
     """Parse, check and run; the exit status. `argv` excludes the program name (default `sys.argv[1:]`);
     `run` defaults to `svc.server.run`, imported only once the options are valid."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in CLIENT_COMMANDS:
+        return client_command(args)
+    if args and args[0] == SERVE_COMMAND:
+        args = args[1:]
     try:
         options, unknown = parse_command_line(args, os.environ)
     except UsageError as error:
@@ -192,3 +205,16 @@ def main(argv: Sequence[str] | None = None, *, run: Callable[[Options], int] | N
         # Imported here: the supervisor pulls in the whole server (and TensorFlow).
         run = importlib.import_module("svc.server").run
     return run(options)
+
+
+def client_command(args: Sequence[str]) -> int:
+    """Run a client subcommand with the aspired-client package (exit 2 with a hint where it is missing)."""
+    try:
+        client_cli = importlib.import_module("aspired_client.cli")
+    except ModuleNotFoundError as error:
+        if error.name is None or not "aspired_client".startswith(error.name):
+            raise
+        sys.stderr.write(f"{PROGRAM} {args[0]}: needs the aspired-client package (pip install ./clients/python)\n")
+        return 2
+    status: int = client_cli.main(list(args), program=PROGRAM)
+    return status

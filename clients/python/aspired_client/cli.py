@@ -155,7 +155,7 @@ def _tensor_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--input",
         action="append",
-        required=True,
+        default=[],
         metavar="ALIAS=VALUE",
         help="ALIAS=@file.npy, ALIAS=@file.json or ALIAS=<JSON> (repeatable)",
     )
