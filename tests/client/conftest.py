@@ -40,7 +40,9 @@ def _source_files() -> list[Path]:
     return sorted(
         path
         for path in CLIENT_SOURCE.rglob("*")
-        if path.is_file() and not skip & set(path.parts) and not any(p.endswith(".egg-info") for p in path.parts)
+        if path.is_file()
+        and not skip & set(path.parts)
+        and not any(p.endswith(".egg-info") for p in path.parts)
     )
 
 
@@ -60,7 +62,9 @@ def build_client_venv(venv: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     with tempfile.TemporaryDirectory(prefix="aspired-client-src-") as tmp:
         source = Path(tmp) / "python"
-        shutil.copytree(CLIENT_SOURCE, source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
+        shutil.copytree(
+            CLIENT_SOURCE, source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+        )
         result = subprocess.run(
             [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(source)],
             capture_output=True,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import sys
 import time
@@ -22,7 +23,19 @@ DTYPES = {
     "bfloat16": "float32", "uint16": "uint16", "complex128": "complex128", "half": "float16",
     "uint32": "uint32", "uint64": "uint64",
 }  # fmt: skip
-JSON_DTYPES = ["float", "double", "int32", "uint8", "int16", "int8", "string", "int64", "bool", "uint32", "uint64"]
+JSON_DTYPES = [
+    "float",
+    "double",
+    "int32",
+    "uint8",
+    "int16",
+    "int8",
+    "string",
+    "int64",
+    "bool",
+    "uint32",
+    "uint64",
+]
 
 
 def samples() -> dict[str, np.ndarray]:
@@ -66,7 +79,9 @@ def attempt(function: Callable[[], Any]) -> Any:
     try:
         return {"ok": encode(function())}
     except ServingError as error:
-        return {"error": {"code": error.code.name, "message": error.message, "http_status": error.http_status}}
+        return {
+            "error": {"code": error.code.name, "message": error.message, "http_status": error.http_status}
+        }
 
 
 def scenario_environment() -> Any:
@@ -115,7 +130,9 @@ def scenario_api(target: str) -> Any:
                 )
             ),
             "classify_context": attempt(
-                lambda: client.classify("half_plus_two", [{}], context={"x": 4.0}, signature="classify_x_to_y")
+                lambda: client.classify(
+                    "half_plus_two", [{}], context={"x": 4.0}, signature="classify_x_to_y"
+                )
             ),
             "regress": attempt(
                 lambda: client.regress(
@@ -183,7 +200,7 @@ def scenario_dtypes(target: str) -> Any:
         for name in names:
             value = samples()[name]
             sent = make_tensor_proto(value, dtype="bfloat16") if name == "bfloat16" else value
-            out[name] = attempt(lambda name=name, sent=sent: client.predict("identity", {"x": sent}, signature=name))
+            out[name] = attempt(functools.partial(client.predict, "identity", {"x": sent}, signature=name))
     return out
 
 
@@ -199,7 +216,9 @@ def scenario_reload(target: str, rest_url: str, config_text: str) -> Any:
                 break
             time.sleep(0.2)
         result["half_plus_three"] = attempt(lambda: client.status("half_plus_three"))
-        result["bad_reload"] = attempt(lambda: client.reload_config("model_config_list { config { name: 'x' } }"))
+        result["bad_reload"] = attempt(
+            lambda: client.reload_config("model_config_list { config { name: 'x' } }")
+        )
     with Client(rest_url, timeout=60) as rest:
         result["rest_reload"] = attempt(lambda: rest.reload_config(config_text))
     return result

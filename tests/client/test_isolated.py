@@ -78,13 +78,17 @@ def test_every_method(client_python: Path, client_server: ServerProcess, protoco
         assert results["error_signature"] == error(
             "INVALID_ARGUMENT", 'Serving signature name: "nope" not found in signature def', 400
         )
-        assert results["error_input"] == error("INVALID_ARGUMENT", "Missing named input: x in 'inputs' object.", 400)
+        assert results["error_input"] == error(
+            "INVALID_ARGUMENT", "Missing named input: x in 'inputs' object.", 400
+        )
     else:
         assert results["error_signature"] == error(
             "FAILED_PRECONDITION", 'Serving signature key "nope" not found.', None
         )
         assert results["error_input"]["error"]["code"] == "INVALID_ARGUMENT"
-        assert results["error_input"]["error"]["message"].startswith("Signature input alias: x(feed name: x:0)")
+        assert results["error_input"]["error"]["message"].startswith(
+            "Signature input alias: x(feed name: x:0)"
+        )
     # over REST the output filter is the client's (TF Serving's REST API has none), with gRPC's text
     assert results["error_output"] == error(
         "INVALID_ARGUMENT", "output tensor alias not found in signature: nope Outputs expected to be in the set {y}.",
@@ -94,7 +98,9 @@ def test_every_method(client_python: Path, client_server: ServerProcess, protoco
         "NOT_FOUND", "Could not find any versions of model no_such_model", http(404)
     )
     assert results["error_metadata"] == error("NOT_FOUND", not_found + "Latest(no_such_model)", http(404))
-    assert results["error_regress"] == error("INVALID_ARGUMENT", "No signature was found with the name: nope", http(400))
+    assert results["error_regress"] == error(
+        "INVALID_ARGUMENT", "No signature was found with the name: nope", http(400)
+    )
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "rest"])
@@ -125,7 +131,9 @@ def test_unreachable_server_is_unavailable(client_python: Path, tmp_path: Path) 
 def test_reload_config(client_python: Path, tmp_path: Path) -> None:
     config = client_config(tmp_path / "models.config")
     with ServerProcess([f"--model_config_file={config}", "--file_system_poll_wait_seconds=0"]) as server:
-        smaller = client_config(tmp_path / "smaller.config", {"half_plus_two": "saved_model_half_plus_two_cpu"})
+        smaller = client_config(
+            tmp_path / "smaller.config", {"half_plus_two": "saved_model_half_plus_two_cpu"}
+        )
         results = run_drive(client_python, "reload", server.grpc_target, server.rest_url, smaller.read_text())
     assert results["reload"] == {"ok": None}
     assert [s["state"] for s in results["half_plus_three"]["ok"]] == ["END"]

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import aspired_client
 import ml_dtypes
 import numpy as np
 import pytest
 import tensorflow as tf
+from aspired_client import _ops, make_ndarray, make_tensor_proto, tensors
+from aspired_client._pb.tensorflow_serving.apis import get_model_metadata_pb2 as client_metadata_pb2
 from google.protobuf import any_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -17,9 +20,6 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-import aspired_client
-from aspired_client import _ops, make_ndarray, make_tensor_proto, tensors
-from aspired_client._pb.tensorflow_serving.apis import get_model_metadata_pb2 as client_metadata_pb2
 from svc.wire import tensor_proto
 from tests.client.drive import samples
 
@@ -88,7 +88,10 @@ def test_big_endian_arrays_are_sent_little_endian() -> None:
 def test_bfloat16_from_floats_rounds_like_ml_dtypes() -> None:
     values = np.array([1.0, 1.00390625, 1.01171875, -3.3, 65504.0, np.inf, -np.inf], np.float32)
     built = make_tensor_proto(values, dtype="bfloat16")
-    assert built.SerializeToString() == tf.make_tensor_proto(values.astype(ml_dtypes.bfloat16)).SerializeToString()
+    assert (
+        built.SerializeToString()
+        == tf.make_tensor_proto(values.astype(ml_dtypes.bfloat16)).SerializeToString()
+    )
     assert np.isnan(make_ndarray(make_tensor_proto(np.array([np.nan, 1.0], np.float32), dtype="bfloat16"))[0])
 
 
@@ -173,7 +176,9 @@ def test_example_requests_are_byte_identical(method: str) -> None:
     operation = getattr(_ops, method)("grpc", "m", examples, context, 3, None, "sig")
     call = next(operation)
     assert call.path == f"/tensorflow.serving.PredictionService/{method.capitalize()}"
-    assert call.request.SerializeToString(deterministic=True) == official.SerializeToString(deterministic=True)
+    assert call.request.SerializeToString(deterministic=True) == official.SerializeToString(
+        deterministic=True
+    )
 
 
 def test_metadata_any_is_decoded_by_its_type_url() -> None:

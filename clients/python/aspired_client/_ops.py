@@ -19,6 +19,7 @@ from urllib.parse import quote
 import numpy as np
 
 from aspired_client import tensors
+from aspired_client._pb.tensorflow.core.framework import types_pb2
 from aspired_client._pb.tensorflow_serving.apis import (
     classification_pb2,
     get_model_status_pb2,
@@ -41,7 +42,7 @@ DEFAULT_SIGNATURE = "serving_default"
 class GrpcCall:
     path: str
     request: Any
-    response_type: type
+    response_type: Any  # a generated message class
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,7 @@ def _rest_outputs(answer: Any, signature: Signature, wanted: Sequence[str] | Non
 
 
 def _from_json(value: Any, data_type: int | None, alias: str) -> Any:
-    if data_type == tensors.types_pb2.DT_STRING:
+    if data_type == types_pb2.DT_STRING:
         array = np.array(_map_nested(value, lambda item: _string_from_json(item, alias)), dtype=object)
         return array
     if data_type is None:

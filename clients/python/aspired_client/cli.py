@@ -34,6 +34,7 @@ from typing import Any, Final, TextIO
 import numpy as np
 
 from aspired_client import tensors
+from aspired_client._pb.tensorflow.core.framework import types_pb2
 from aspired_client.client import Client
 from aspired_client.errors import Code, ServingError
 from aspired_client.types import Signature
@@ -213,11 +214,11 @@ def read_inputs(
                 known = "" if found is None else f"; the signature's inputs are {sorted(found.inputs)}"
                 raise InputError(f"no dtype for JSON input {alias!r}: give --dtype {alias}=...{known}")
             data_type = tensors.data_type(found.inputs[alias].dtype)
-        if data_type == tensors.types_pb2.DT_STRING:
+        if data_type == types_pb2.DT_STRING:
             array = np.array(_nested(value, _string_leaf), dtype=object)
         else:
             array = np.asarray(value, dtype=tensors.numpy_dtype(data_type))
-        inputs[alias] = tensors.make_tensor_proto(array, dtype=tensors.types_pb2.DataType.Name(data_type))
+        inputs[alias] = tensors.make_tensor_proto(array, dtype=types_pb2.DataType.Name(data_type))
     return inputs
 
 
@@ -249,7 +250,8 @@ def _predict(args: argparse.Namespace, out: TextIO) -> int:
 
         def signature() -> Signature | None:
             metadata = client.metadata(args.model, args.version, args.label)
-            return metadata.signatures.get(args.signature or "serving_default")
+            found: Signature | None = metadata.signatures.get(args.signature or "serving_default")
+            return found
 
         inputs = read_inputs(args.input, args.dtype, signature)
         outputs = client.predict(args.model, inputs, args.version, args.label, args.signature, args.output)

@@ -274,7 +274,7 @@ class AsyncClient(_Methods):
             raise ServingError(Code.UNAVAILABLE, str(error) or type(error).__name__) from None
         return _rest_answer(call, response.status_code, response.content)
 
-    async def _run(self, operation: Operation, seconds: float | None) -> Any:  # type: ignore[override]
+    async def _run(self, operation: Operation, seconds: float | None) -> Any:
         seconds = self._timeout if seconds is None else seconds
         try:
             call = next(operation)

@@ -15,7 +15,7 @@ bfloat16 input is built with `make_tensor_proto(values, dtype="bfloat16")` from 
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -69,7 +69,8 @@ def _bfloat16() -> np.dtype[Any] | None:
         return None
     import ml_dtypes
 
-    return np.dtype(ml_dtypes.bfloat16)
+    dtype: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
+    return dtype
 
 
 def data_type(dtype: npt.DTypeLike | str) -> int:
@@ -128,7 +129,7 @@ def make_tensor_proto(values: Any, dtype: npt.DTypeLike | str | None = None) -> 
         if not isinstance(values, np.ndarray | np.generic):
             array = _python_default(array)
         target = data_type(array.dtype)
-    proto = TensorProto(dtype=target)
+    proto = TensorProto(dtype=cast(Any, target))
     shape = proto.tensor_shape
     shape.SetInParent()
     for size in array.shape:
