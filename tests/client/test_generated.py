@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from aspired_client._pb.tensorflow_serving.apis import predict_pb2 as client_predict_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from aspired_client._pb.tensorflow_serving.apis import predict_pb2 as client_predict_pb2
 from tests import paths
 
 COMMITTED = paths.REPO / "clients" / "python" / "aspired_client" / "_pb"
