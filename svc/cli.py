@@ -10,6 +10,8 @@ the server starts anyway. The last occurrence of a flag wins.
 Environment (as the TF Serving Docker image, whose entrypoint passes
 `--model_name=${MODEL_NAME} --model_base_path=${MODEL_BASE_PATH}/${MODEL_NAME}`): `MODEL_NAME` is the default
 of `--model_name`, `MODEL_BASE_PATH/<model name>` the default of `--model_base_path`; flags win.
+`ASPIRED_CUSTOM_OP_MODULES` and `ASPIRED_CUSTOM_OP_LIBRARIES` are the defaults of `--custom_op_modules` and
+`--custom_op_libraries` (so an image built with extra packages can name them once).
 
 Importing this module does not import TensorFlow (3+ s): `--version` reads TensorFlow's version from the
 installed distribution's metadata.
@@ -131,8 +133,17 @@ def _convert(flag: Field[Any], text: str) -> Any:
     raise AssertionError(f"unknown flag type {kind}")
 
 
+_ENVIRONMENT_DEFAULTS: Final = {
+    "custom_op_modules": "ASPIRED_CUSTOM_OP_MODULES",
+    "custom_op_libraries": "ASPIRED_CUSTOM_OP_LIBRARIES",
+}
+
+
 def _apply_environment(values: dict[str, Any], env: Mapping[str, str]) -> None:
-    """MODEL_NAME and MODEL_BASE_PATH as defaults of the flags that were not given."""
+    """MODEL_NAME, MODEL_BASE_PATH and the ASPIRED_* variables as defaults of the flags that were not given."""
+    for flag, variable in _ENVIRONMENT_DEFAULTS.items():
+        if flag not in values and env.get(variable):
+            values[flag] = env[variable]
     if "model_name" not in values and env.get("MODEL_NAME"):
         values["model_name"] = env["MODEL_NAME"]
     if "model_base_path" not in values and env.get("MODEL_BASE_PATH"):

@@ -71,6 +71,11 @@ class ServingError(Exception):
         return f"{self.code.name}: {self.message}"
 
 
+class PermanentError(ServingError):
+    """A load failure that another attempt cannot fix (the model needs an op this process does not register):
+    the loader pool does not retry it."""
+
+
 def invalid_argument(message: str) -> ServingError:
     return ServingError(Code.INVALID_ARGUMENT, message)
 

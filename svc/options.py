@@ -176,6 +176,14 @@ class Options:
     max_request_bytes: int = _flag(256 * 1024 * 1024, "int64", "Largest request accepted, in bytes.")
     # N > 1: N frontend processes share the ports around one model-owner process (svc/workers/).
     frontend_workers: int = _flag(1, "int32", "Frontend worker processes; 1 = one process, no IPC.")
+    # Ops TF Serving only has when its binary is rebuilt: Python modules whose import registers ops
+    # (tensorflow_text, ...) and op libraries (tf.load_op_library), loaded before any model (issue 13).
+    custom_op_modules: str = _flag(
+        "", "string", "Comma-separated Python modules imported before models load (e.g. tensorflow_text)."
+    )
+    custom_op_libraries: str = _flag(
+        "", "string", "Comma-separated op libraries (.so) loaded with tf.load_op_library before models load."
+    )
 
 
 FLAGS: Final = tuple(fields(Options))
@@ -383,6 +391,14 @@ def grpc_channel_arguments(options: Options) -> list[tuple[str, int | str]]:
     return result
 
 
+def comma_list(text: str) -> tuple[str, ...]:
+    """A comma-separated flag value as its non-empty items, stripped."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+
+
 def validate_options(options: Options) -> None:
     """`Server::BuildAndStart`'s checks, in its order, plus parsing every config file the options name and
     validating the initial model config (as `ServerCore::Create` does). Raises ServingError."""
@@ -444,3 +460,6 @@ def _validate_extensions(options: Options) -> None:
         raise invalid_argument(f"--frontend_workers must be at least 1; got {options.frontend_workers}")
     if options.max_request_bytes <= 0:
         raise invalid_argument(f"--max_request_bytes must be positive; got {options.max_request_bytes}")
+    for module in comma_list(options.custom_op_modules):
+        if not _MODULE_NAME.fullmatch(module):
+            raise invalid_argument(f"--custom_op_modules: {module!r} is not a Python module name")

@@ -41,6 +41,7 @@ from svc.lifecycle.state_monitor import ModelsSettled, StateMonitor
 from svc.lifecycle.version_manager import VersionManager
 from svc.logging import configure_logging, get_logger, line_buffered_stdout
 from svc.metrics import Metrics, gauge
+from svc.servables.custom_ops import load_custom_ops
 from svc.servables.saved_model import Servable, load, session_config
 from svc.servables.warmup import warm_up
 from svc.sources.storage_poller import StoragePoller
@@ -85,6 +86,7 @@ def _inference_threads(options: opts.Options) -> int:
 
 
 async def serve(options: opts.Options) -> int:
+    await _load_custom_ops(options)  # before any model, and before the freeze below covers their objects
     # TensorFlow's ~300k module-level objects never die: move them out of the collector's way, so the
     # collection after each unload (which frees the old graph's cycles) takes a millisecond, not 300.
     gc.freeze()
@@ -193,6 +195,19 @@ async def serve(options: opts.Options) -> int:
         tg.cancel_scope.cancel()
     log.info("server_stopped")
     return 0
+
+
+async def _load_custom_ops(options: opts.Options) -> None:
+    """`--custom_op_modules` and `--custom_op_libraries` (in a thread: imports take seconds); a failure ends
+    start-up with `Failed to start server. Error: ...`."""
+    modules = opts.comma_list(options.custom_op_modules)
+    libraries = opts.comma_list(options.custom_op_libraries)
+    if not modules and not libraries:
+        return
+    started = time.perf_counter()
+    ops = await anyio.to_thread.run_sync(load_custom_ops, modules, libraries)
+    log.info("custom_ops_loaded", modules=list(modules), libraries=list(libraries), ops=list(ops),
+             seconds=round(time.perf_counter() - started, 3))
 
 
 def _warm_up(servable: Servable, local: str, options: opts.Options) -> None:

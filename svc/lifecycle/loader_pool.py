@@ -17,7 +17,7 @@ from typing import Protocol, assert_never
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 
-from svc.errors import Code, ServingError
+from svc.errors import Code, PermanentError, ServingError
 from svc.lifecycle.messages import (
     LoaderInbox,
     LoadFailed,
@@ -107,6 +107,8 @@ class LoaderPool:
                 )
                 if isinstance(result, ServingError):
                     error = result
+                    if isinstance(result, PermanentError):
+                        break  # retrying cannot help (e.g. an unregistered op): END now, not minutes later
                     continue
                 servable = result
                 await self._replies.send(VersionLoaded(command.id, servable))

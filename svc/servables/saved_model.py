@@ -18,7 +18,8 @@ import numpy as np
 import numpy.typing as npt
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from svc.errors import Code, ServingError
+from svc.errors import Code, PermanentError, ServingError
+from svc.servables.custom_ops import explain_load_error
 
 Array = npt.NDArray[Any]
 
@@ -128,11 +129,20 @@ def load(name: str, version: int, path: str, tags: Sequence[str], session_config
         graph.finalize()
     except tf.errors.OpError as exc:
         session.close()
-        raise ServingError(Code(exc.error_code), exc.message) from exc
+        raise _load_error(Code(exc.error_code), exc.message) from exc
     except BaseException:
         session.close()
         raise
     return Servable(name, version, path, session, slim)
+
+
+def _load_error(code: Code, message: str) -> ServingError:
+    """TensorFlow's load error; one naming an unregistered op gets the flag and package that provide it and
+    is not retried (the op registry does not change while the server runs)."""
+    explained = explain_load_error(message)
+    if explained is None:
+        return ServingError(code, message)
+    return PermanentError(code, explained)
 
 
 def session_config(intra: int, inter: int, parallelism: int) -> Any:

@@ -8,7 +8,9 @@ lists nothing unloads every model (tfs#1480). Here a version is *published* (may
    `variables/variables.index` / `variables/variables.data-XXXXX-of-NNNNN` is present, the index is present with
    all NNNNN data shards (a variable-free model has no variables files at all, or an empty `variables/`).
    Legacy SessionBundle exports (`export.meta`) and TFLite-only directories (`model.tflite`) count as complete so
-   that their load fails with TF Serving's own error text instead of waiting forever;
+   that their load fails with TF Serving's own error text instead of waiting forever. A directory holding a
+   Keras file (`model.keras`, `.h5`) instead of a SavedModel is *refused*: never published, logged as a warning
+   that says how to export a SavedModel (only SavedModel directories are served);
 2. and its file listing (relative names and sizes) is **unchanged across two consecutive polls**; or, when
    `--version_ready_marker` names a file, that file is present (the publisher's explicit signal replaces the
    stability wait; completeness is still required).
@@ -31,7 +33,7 @@ nothing is announced (instead of an empty set that would unload what is serving)
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -42,8 +44,23 @@ _SHARD = re.compile(r"variables/variables\.data-(\d{5})-of-(\d{5})")
 _INDEX = "variables/variables.index"
 _SAVED_MODEL = ("saved_model.pb", "saved_model.pbtxt")
 _OTHER_FORMATS = ("export.meta", "model.tflite")  # loaded only to fail with TF Serving's error texts
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")  # Keras model files: not SavedModels, refused at discovery
 
 Snapshot = tuple[tuple[str, int], ...]
+
+
+def keras_files(names: Iterable[str]) -> tuple[str, ...]:
+    """The Keras model files (`.keras`, `.h5`, `.hdf5`) among top-level names, sorted."""
+    return tuple(sorted(n for n in names if "/" not in n and n.lower().endswith(KERAS_SUFFIXES)))
+
+
+def keras_refusal(path: str) -> str:
+    """Why a Keras file is not served, and what to do instead."""
+    return (
+        f"{path} is a Keras file, not a SavedModel: only SavedModel directories (<base_path>/<version>/"
+        "saved_model.pb) are served; export one with model.export('<base_path>/1') (Keras 3) or "
+        "tf.saved_model.save(model, '<base_path>/1') (tf_keras)"
+    )
 
 
 def completeness(files: Mapping[str, int], marker: str = "") -> str | None:
@@ -52,6 +69,8 @@ def completeness(files: Mapping[str, int], marker: str = "") -> str | None:
     if not any(f in names for f in _SAVED_MODEL):
         if any(f in names for f in _OTHER_FORMATS):
             return None if not marker or marker in names else f"marker file {marker} not present"
+        if keras := keras_files(names):
+            return keras_refusal(keras[0])
         return "no saved_model.pb or saved_model.pbtxt"
     shards = [m for name in names if (m := _SHARD.fullmatch(name))]
     if shards or _INDEX in names:
@@ -81,12 +100,14 @@ class ListingVerdict(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Inspection:
-    """What one look at a version's files found; `reported` is True when `reason` changed since last time."""
+    """What one look at a version's files found; `reported` is True when `reason` changed since last time;
+    `refused` when the directory holds a format that is never served (a Keras file)."""
 
     version: int
     published: bool
     reason: str | None
     reported: bool
+    refused: bool = False
 
 
 class Publication:
@@ -163,7 +184,8 @@ class Publication:
         reported = self._reasons.get(version, "") != reason
         self._reasons[version] = reason
         self._waiting.add(version)
-        return Inspection(version, False, reason, reported)
+        refused = not any(f in files for f in _SAVED_MODEL) and bool(keras_files(files))
+        return Inspection(version, False, reason, reported, refused)
 
     def selection(self, policy: VersionPolicy) -> Selection | None:
         """The aspired versions among the published ones; None (announce nothing) while nothing is publishable

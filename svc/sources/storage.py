@@ -23,10 +23,11 @@ import functools
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from svc.logging import get_logger
+from svc.sources.publication import KERAS_SUFFIXES, keras_files
 
 log = get_logger(actor="storage")
 
@@ -45,6 +46,7 @@ class StorageError(Exception):
 class Listing:
     versions: dict[int, str]  # version -> path of its directory
     duplicates: tuple[str, ...] = ()  # names that parsed to an already seen number (TF warns)
+    keras_files: tuple[str, ...] = ()  # paths of Keras model files at the base path (refused, logged)
 
 
 class Storage(Protocol):
@@ -105,14 +107,18 @@ class LocalStorage:
 
     def list_versions(self, base_path: str) -> Listing:
         path = _local(base_path)
+        if path.lower().endswith(KERAS_SUFFIXES) and os.path.isfile(path):
+            return Listing({}, keras_files=(base_path,))  # a base path naming a Keras file
         try:
             with os.scandir(path) as it:
-                children = [(e.name, e.path) for e in it if e.is_dir()]
+                entries = [(e.name, e.path, e.is_dir()) for e in it]
         except OSError as exc:
             raise StorageError(
                 f"Could not find base path {base_path} with error {exc.strerror or exc}"
             ) from exc
-        return versions_from(children)
+        listing = versions_from((name, child) for name, child, is_dir in entries if is_dir)
+        keras = keras_files(name for name, _, is_dir in entries if not is_dir)
+        return replace(listing, keras_files=tuple(join(base_path, name) for name in keras))
 
     def list_files(self, version_path: str) -> dict[str, int]:
         files: dict[str, int] = {}
@@ -170,11 +176,17 @@ class FsspecStorage:
                 f"Could not find base path {base_path} with error {_describe(exc)}"
             ) from exc
         children = []
+        files = []
         for entry in entries:
             name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
             if entry.get("type") == "directory":
                 children.append((name, join(base_path, name)))
-        return versions_from(children)
+            elif str(entry["name"]).rstrip("/") == root:  # the base path is itself a file
+                return Listing({}, keras_files=(base_path,) if keras_files([name]) else ())
+            else:
+                files.append(name)
+        listing = versions_from(children)
+        return replace(listing, keras_files=tuple(join(base_path, name) for name in keras_files(files)))
 
     def list_files(self, version_path: str) -> dict[str, int]:
         root = self._strip(version_path)

@@ -29,7 +29,7 @@ from svc.lifecycle.messages import (
 )
 from svc.lifecycle.policy import Selection
 from svc.logging import get_logger
-from svc.sources.publication import Inspection, ListingVerdict, Publication
+from svc.sources.publication import Inspection, ListingVerdict, Publication, keras_refusal
 from svc.sources.storage import Storage, StorageError, storage_for
 
 log = get_logger(actor="storage_poller")
@@ -46,6 +46,7 @@ class ModelPoll:
     duplicates: tuple[str, ...] = ()
     inspections: tuple[Inspection, ...] = ()
     selection: Selection | None = None
+    keras_files: tuple[str, ...] = ()  # Keras files at the base path (refused: only SavedModels are served)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +62,10 @@ def poll_model(storage: StorageFactory, model: ModelSource, publication: Publica
         listing = storage(model.base_path).list_versions(model.base_path)
         verdict = publication.observe_listing(listing.versions)
         if verdict is ListingVerdict.UNKNOWN:
-            return ModelPoll(verdict=verdict, duplicates=listing.duplicates)
+            return ModelPoll(verdict=verdict, duplicates=listing.duplicates, keras_files=listing.keras_files)
         if verdict is ListingVerdict.EMPTY:
-            return ModelPoll(verdict=verdict, duplicates=listing.duplicates, selection=Selection(()))
+            return ModelPoll(verdict=verdict, duplicates=listing.duplicates, selection=Selection(()),
+                             keras_files=listing.keras_files)
         inspections = []
         for version in publication.to_inspect(model.policy):
             path = listing.versions[version]
@@ -75,6 +77,7 @@ def poll_model(storage: StorageFactory, model: ModelSource, publication: Publica
         duplicates=listing.duplicates,
         inspections=tuple(inspections),
         selection=publication.selection(model.policy),
+        keras_files=listing.keras_files,
     )
 
 
@@ -100,6 +103,7 @@ class StoragePoller:
         self._sent: dict[str, tuple[int, ...]] = {}
         self._failures: dict[str, int] = {}  # consecutive unknown polls per model
         self._duplicates: dict[str, tuple[str, ...]] = {}
+        self._keras_files: dict[str, tuple[str, ...]] = {}
         self._missing: dict[str, tuple[int, ...]] = {}
         self._empty: set[str] = set()
         self.poll_errors = 0
@@ -142,7 +146,9 @@ class StoragePoller:
         self._models = new
 
     def _forget(self, name: str) -> None:
-        for table in (self._publications, self._sent, self._failures, self._duplicates, self._missing):
+        for table in (
+            self._publications, self._sent, self._failures, self._duplicates, self._missing, self._keras_files
+        ):
             table.pop(name, None)
         self._empty.discard(name)
 
@@ -164,6 +170,7 @@ class StoragePoller:
             self._unknown(model, result)
             return
         self._log_duplicates(model, result.duplicates)
+        self._log_keras_files(model, result.keras_files)
         if result.verdict is ListingVerdict.UNKNOWN:
             self._unknown(model, result)
             return
@@ -217,10 +224,21 @@ class StoragePoller:
             log.warning("duplicate_version_directory", model=model.name, base_path=model.base_path,
                         directory=name)
 
+    def _log_keras_files(self, model: ModelSource, paths: tuple[str, ...]) -> None:
+        if self._keras_files.get(model.name, ()) == paths:
+            return
+        self._keras_files[model.name] = paths
+        for path in paths:
+            log.warning("keras_file_refused", model=model.name, base_path=model.base_path, path=path,
+                        message=keras_refusal(path))
+
     def _log_inspection(self, model: ModelSource, inspection: Inspection) -> None:
         if not inspection.reported:
             return
-        if inspection.published:
+        if inspection.refused:
+            log.warning("keras_file_refused", model=model.name, base_path=model.base_path,
+                        version=inspection.version, message=inspection.reason)
+        elif inspection.published:
             log.info("version_published", model=model.name, version=inspection.version)
         else:
             log.info("version_not_ready", model=model.name, version=inspection.version, reason=inspection.reason)

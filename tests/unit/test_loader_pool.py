@@ -9,7 +9,7 @@ import anyio
 import pytest
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from svc.errors import Code, ServingError
+from svc.errors import Code, PermanentError, ServingError
 from svc.lifecycle.loader_pool import LoaderPool, RetryPolicy
 from svc.lifecycle.messages import (
     LoaderInbox,
@@ -111,6 +111,23 @@ async def test_retries_stop_when_the_version_is_no_longer_aspired() -> None:
     )
     assert isinstance(reply, LoadFailed)
     assert loader.attempts == 1
+
+
+async def test_a_permanent_error_is_not_retried() -> None:
+    # issue 13: a model needing an unregistered op fails the same way every time; END at once.
+    attempts = 0
+
+    def loader(id: ServableId, path: str) -> Servable:
+        nonlocal attempts
+        attempts += 1
+        raise PermanentError(Code.NOT_FOUND, "Op type not registered 'X'")
+
+    [reply] = await drive(
+        {"loader": loader, "is_aspired": lambda id: True, "retry": RetryPolicy(5, 0.0)},
+        [LoadVersion(ServableId("m", 1), "/m/1")], 1,
+    )
+    assert reply == LoadFailed(ServableId("m", 1), Code.NOT_FOUND, "Op type not registered 'X'")
+    assert attempts == 1
 
 
 @pytest.mark.parametrize(("threads", "expected"), [(0, 1), (1, 1), (3, 3)])

@@ -34,6 +34,8 @@ EXTENSIONS = {
     "shutdown_grace_seconds": ("float", 30.0),
     "max_request_bytes": ("int64", 256 * 1024 * 1024),
     "frontend_workers": ("int32", 1),
+    "custom_op_modules": ("string", ""),
+    "custom_op_libraries": ("string", ""),
 }
 
 PYTHON_TYPES = {"int32": int, "int64": int, "float": float, "string": str, "bool": bool}

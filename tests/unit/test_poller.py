@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
 import pytest
+import structlog.testing
 
 from svc.lifecycle.messages import (
     AspiredVersion,
@@ -308,6 +309,28 @@ async def test_poller_policy_change_reannounces(poller: tuple[Poller, FakeStorag
     await p.poller.apply(ModelConfigs((ModelSource("m", BASE, VersionPolicy("all")),)))
     await p.poller.poll()
     assert p.sent() == [aspired(2, 1)]  # 1 was in the first listing: no wait
+
+
+@pytest.mark.anyio
+async def test_poller_refuses_keras_files_with_one_warning_each() -> None:
+    # issue 13: only SavedModel directories are served; a Keras file is named in a warning, once.
+    class KerasStorage(FakeStorage):
+        def list_versions(self, base_path: str) -> Listing:
+            return replace(super().list_versions(base_path), keras_files=(f"{base_path}/model.keras",))
+
+    p = Poller(KerasStorage({"1": {"model.keras": 10}}))
+    try:
+        await p.poller.apply(ModelConfigs((ModelSource("m", BASE),)))
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(3):
+                await p.poller.poll()
+        refused = [e for e in logs if e["event"] == "keras_file_refused"]
+        assert [(e.get("path"), e.get("version")) for e in refused] == [(f"{BASE}/model.keras", None), (None, 1)]
+        assert all("is a Keras file, not a SavedModel" in e["message"] for e in refused)
+        assert all(e["log_level"] == "warning" for e in refused)
+        assert not [m for m in p.sent() if isinstance(m, AspiredVersions)]  # never published
+    finally:
+        p.close()
 
 
 @pytest.mark.anyio

@@ -12,7 +12,7 @@ import fsspec
 import pytest
 
 from svc.errors import Code, ServingError
-from svc.sources.publication import completeness
+from svc.sources.publication import completeness, keras_refusal
 from svc.sources.s3 import describe, endpoint_url, s3_options
 from svc.sources.storage import (
     Files,
@@ -122,6 +122,10 @@ def shards(*names: str) -> dict[str, int]:
         ({"export.meta": 5, "export": 5, "checkpoint": 1}, "", None),
         ({"model.tflite": 5}, "", None),
         ({"model.tflite": 5}, "READY", "marker file READY not present"),
+        # a Keras file instead of a SavedModel is refused (issue 13); beside a SavedModel it is just a file
+        ({"model.keras": 5}, "", keras_refusal("model.keras")),
+        ({"weights.h5": 5, "assets/": 0}, "", keras_refusal("weights.h5")),
+        ({**PB, **INDEX, **shards("00000-of-00001"), "model.keras": 5}, "", None),
     ],
 )
 def test_completeness(files: dict[str, int], marker: str, reason: str | None) -> None:
@@ -159,6 +163,16 @@ def test_local_list_versions(tmp_path: Path) -> None:
     assert listing.versions == {1: str(tmp_path / "1"), 2: str(tmp_path / "0002"), 9: str(tmp_path / "9")}
     assert listing.duplicates == ("002",)
     assert LocalStorage().list_versions(f"file://{tmp_path}").versions.keys() == {1, 2, 9}
+
+
+def test_local_listing_names_keras_files(tmp_path: Path) -> None:
+    # issue 13: a Keras file where versions are expected is reported, to be refused with a clear log line
+    write(tmp_path, {"1/": 0, "model.keras": 3, "notes.txt": 1, "old.h5": 2})
+    listing = LocalStorage().list_versions(str(tmp_path))
+    assert listing.versions == {1: str(tmp_path / "1")}
+    assert listing.keras_files == (f"{tmp_path}/model.keras", f"{tmp_path}/old.h5")
+    keras = str(tmp_path / "model.keras")
+    assert LocalStorage().list_versions(keras) == Listing({}, keras_files=(keras,))
 
 
 def test_local_list_versions_of_a_missing_base_path_is_an_error(tmp_path: Path) -> None:
@@ -215,6 +229,15 @@ def test_fsspec_sees_changes_between_listings(memory_base: str) -> None:
     assert storage.list_versions(memory_base).versions.keys() == {1, 2}
     fsspec.filesystem("memory").pipe(f"{memory_base}/3/saved_model.pb", b"pb")
     assert storage.list_versions(memory_base).versions.keys() == {1, 2, 3}
+
+
+def test_fsspec_listing_names_keras_files(memory_base: str) -> None:
+    fsspec.filesystem("memory").pipe(f"{memory_base}/model.keras", b"zip")
+    storage = storage_for(memory_base)
+    assert storage.list_versions(memory_base).keras_files == (f"{memory_base}/model.keras",)
+    keras = f"{memory_base}/model.keras"
+    assert storage.list_versions(keras) == Listing({}, keras_files=(keras,))
+    assert storage.list_versions(f"{memory_base}/README") == Listing({})
 
 
 def test_fsspec_missing_base_path_and_unknown_schemes_are_storage_errors() -> None:
