@@ -120,6 +120,16 @@ def test_gpu_variant_is_a_build_argument() -> None:
     assert "LD_LIBRARY_PATH" not in image_env()
 
 
+def test_extra_packages_is_a_build_argument_of_both_stages() -> None:
+    # issue 13: packages whose ops models need (tensorflow-text, ...) are resolved with TensorFlow and installed.
+    assert global_args(dockerfile())["EXTRA_PACKAGES"] == "\"\""  # empty: nothing extra by default
+    for stage in stages(dockerfile()):
+        assert any(i.keyword == "ARG" and i.value == "EXTRA_PACKAGES" for i in stage)
+        (pip,) = [i.value for i in stage if i.keyword == "RUN" and "${TENSORFLOW}" in i.value]
+        assert pip.rstrip().endswith("${EXTRA_PACKAGES}")
+        assert "set -f" in pip  # no globbing of `package[extra]`
+
+
 def test_jemalloc_is_preloaded_from_the_path_the_image_links() -> None:
     # deploy/README.md ("Memory allocator") records the measurement behind this choice.
     preload = image_env()["LD_PRELOAD"]

@@ -6,6 +6,7 @@ covers the drain flags, and the server starts with the Deployment's own argument
 from __future__ import annotations
 
 import copy
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -243,6 +244,26 @@ def test_s3_settings_are_the_documented_variables() -> None:
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod_spec(manifests)["volumes"]}
     assert "emptyDir" in volumes[mounts[env["ASPIRED_CACHE_DIR"]]]
+
+
+def test_the_custom_ops_overlay_of_the_readme_renders_and_parses(tmp_path: Path) -> None:
+    # issue 13: deploy/README.md's overlay serving tensorflow-text models, applied on top of local-path.
+    readme = (DEPLOY / "README.md").read_text()
+    snippet = readme.split("# my-overlay/kustomization.yaml\n", 1)[1].split("```", 1)[0]
+    overlay = tmp_path / "my-overlay"
+    overlay.mkdir()
+    base = "../deploy/k8s/overlays/local-path"
+    assert base in snippet
+    relative = os.path.relpath(OVERLAYS["local-path"], overlay)  # kustomize refuses absolute paths
+    (overlay / "kustomization.yaml").write_text(snippet.replace(base, relative))
+    manifests = kustomize(overlay)
+    for manifest in manifests:
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    c = container(manifests)
+    assert c["image"] == "registry.example.com/ml/aspired:0.1.0-text"
+    assert server_options(manifests, tmp_path).custom_op_modules == "tensorflow_text"
+    assert "--build-arg EXTRA_PACKAGES='tensorflow-text>=2.20,<2.22'" in readme
+    assert "text = [\"tensorflow-text>=2.20,<2.22\"]" in (DEPLOY.parent / "pyproject.toml").read_text()
 
 
 # --- the server, started with the Deployment's arguments ---------------------------------------------------

@@ -16,15 +16,12 @@ and `expected.json`: the inputs given to each model here and what the in-process
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
 SENTENCES = ["the quick brown fox", "jumps over the lazy dogs"]
 VOCABULARY = ["[UNK]", "the", "quick", "brown", "fox", "jump", "##s", "##ed", "over", "lazy", "dog"]
@@ -34,7 +31,7 @@ FEATURES = [[0.1, -0.2, 0.3], [1.0, 2.0, -3.0]]
 def export_text(base: Path) -> dict[str, Any]:
     import tensorflow_text as tf_text
 
-    class Tokenizer(tf.Module):
+    class Tokenizer(tf.Module):  # type: ignore[misc]
         def __init__(self, wordpiece: bool) -> None:
             super().__init__()
             self.whitespace = tf_text.WhitespaceTokenizer()
@@ -44,7 +41,7 @@ def export_text(base: Path) -> dict[str, Any]:
                 else None
             )
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])  # type: ignore[untyped-decorator]
         def serve(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
             outputs = {"tokens": self.whitespace.tokenize(text).to_tensor(default_value="")}
             if self.wordpiece is not None:

@@ -16,6 +16,8 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,35 +62,62 @@ def config_file(path: Path, models: dict[str, Path]) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def served(exported: tuple[Path, dict[str, Any]]) -> Iterator[ServerProcess]:
-    """tensorflow-text imported before the models load; the Keras exports beside it."""
-    base, _ = exported
-    config = config_file(base / "served.config", {name: base / name for name in ("text", "keras3", "tf_keras")})
-    server = ServerProcess([f"--model_config_file={config}", "--custom_op_modules=tensorflow_text"])
-    with server:
-        yield server
-
-
 def whitespace_op_library() -> str:
     """tensorflow-text's op library of the WhitespaceTokenizer (a .so shipped in its wheel), found without
     importing tensorflow_text."""
     spec = importlib.util.find_spec("tensorflow_text")
-    assert spec is not None and spec.origin is not None, "tensorflow-text is a dev dependency"
+    assert spec is not None, "tensorflow-text is a dev dependency"
+    assert spec.origin is not None
     library = Path(spec.origin).parent / "python" / "ops" / "_whitespace_tokenizer_v2.so"
     assert library.is_file(), library
     return str(library)
 
 
+@dataclass
+class Servers:
+    served: ServerProcess  # --custom_op_modules=tensorflow_text: text, keras3, tf_keras
+    library: ServerProcess  # --custom_op_libraries=<the WhitespaceTokenizer's .so>: half_plus_two, words
+    unflagged: subprocess.Popen[str]  # the text model without any flag: start-up must fail
+    unflagged_log: Path
+
+
 @pytest.fixture(scope="module")
-def library_server(exported: tuple[Path, dict[str, Any]]) -> Iterator[ServerProcess]:
-    """No custom-op module: half_plus_two, and `words` whose only custom op comes from --custom_op_libraries."""
+def servers(exported: tuple[Path, dict[str, Any]]) -> Iterator[Servers]:
+    """The three server processes of this module, started at once (their TensorFlow imports overlap)."""
     base, _ = exported
-    models = {"half_plus_two": testdata("saved_model_half_plus_two_cpu"), "words": base / "words"}
-    config = config_file(base / "library.config", models)
-    server = ServerProcess([f"--model_config_file={config}", f"--custom_op_libraries={whitespace_op_library()}"])
-    with server:
-        yield server
+    served_config = config_file(base / "served.config", {name: base / name for name in ("text", "keras3", "tf_keras")})
+    library_models = {"half_plus_two": testdata("saved_model_half_plus_two_cpu"), "words": base / "words"}
+    library_config = config_file(base / "library.config", library_models)
+    served = ServerProcess([f"--model_config_file={served_config}", "--custom_op_modules=tensorflow_text"])
+    library = ServerProcess(
+        [f"--model_config_file={library_config}", f"--custom_op_libraries={whitespace_op_library()}"]
+    )
+    log = base / "unflagged.log"
+    command = [sys.executable, "-m", "svc", f"--port={free_port()}", "--model_name=text",
+               f"--model_base_path={base / 'text'}"]  # fmt: skip
+    with log.open("w") as out:
+        unflagged = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            for started in [pool.submit(served.start, 300), pool.submit(library.start, 300)]:
+                started.result()
+        yield Servers(served, library, unflagged, log)
+    finally:
+        served.stop()
+        library.stop()
+        if unflagged.poll() is None:
+            unflagged.kill()
+        unflagged.wait()
+
+
+@pytest.fixture(scope="module")
+def served(servers: Servers) -> ServerProcess:
+    return servers.served
+
+
+@pytest.fixture(scope="module")
+def library_server(servers: Servers) -> ServerProcess:
+    return servers.library
 
 
 def assert_names_the_flag_and_package(message: str) -> None:
@@ -144,22 +173,17 @@ def test_the_op_table_knows_every_op_tensorflow_text_registers(served: ServerPro
     assert {op: op_package(op) for op in ops} == dict.fromkeys(ops, TENSORFLOW_TEXT)
 
 
-def test_without_the_module_startup_fails_naming_the_flag_and_package(
-    exported: tuple[Path, dict[str, Any]],
-) -> None:
-    base, _ = exported
-    command = [sys.executable, "-m", "svc", f"--port={free_port()}", "--model_name=text",
-               f"--model_base_path={base / 'text'}"]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 255, result.stdout + result.stderr
-    (line,) = [line for line in result.stdout.splitlines() if line.startswith("Failed to start server.")]
+def test_without_the_module_startup_fails_naming_the_flag_and_package(servers: Servers) -> None:
+    assert servers.unflagged.wait(timeout=300) == 255
+    output = servers.unflagged_log.read_text()
+    (line,) = [line for line in output.splitlines() if line.startswith("Failed to start server.")]
     assert line.startswith(
         "Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available: "
         "{{name: text version: 1} due to error: NOT_FOUND: Op type not registered '"
     )
     assert_names_the_flag_and_package(line)
     # not retried: an op registry does not change while the server runs
-    assert '"servable_load_retry"' not in result.stdout
+    assert '"servable_load_retry"' not in output
 
 
 # --- an op library through --custom_op_libraries, and a model added later ----------------------------------
