@@ -31,6 +31,7 @@ import numpy.typing as npt
 from tensorflow.core.framework import types_pb2
 
 from svc.errors import ServingError, invalid_argument, unimplemented
+from svc.wire import json_fast, json_fast_parse
 from svc.wire.rapidjson_compat import (
     Json,
     as_double,
@@ -218,9 +219,30 @@ def _indent(depth: int) -> str:
 # --- predict request -----------------------------------------------------------------------------------
 
 
-def parse_predict(body: bytes, get_input_map: Callable[[str], Mapping[str, int]]) -> PredictJson:
+def parse_predict(
+    body: bytes, get_input_map: Callable[[str], Mapping[str, int]], *, fast: bool = True
+) -> PredictJson:
     """TF Serving's `FillPredictRequestFromJson`. `get_input_map(signature_name)` gives the signature's
-    {input alias: DataType} (or raises); it is called after the body is parsed, as in TF Serving."""
+    {input alias: DataType} (or raises); it is called (once) after the body is parsed, as in TF Serving.
+
+    Numeric tensors take the fast path of `json_fast_parse` (orjson + numpy); whatever it cannot decide alone
+    (errors, strings, odd JSON) is parsed again by the exact rapidjson imitation below (`fast=False`: only
+    that, for tests)."""
+    input_maps: dict[str, Mapping[str, int]] = {}
+
+    def input_map_once(name: str) -> Mapping[str, int]:
+        if name not in input_maps:
+            input_maps[name] = get_input_map(name)
+        return input_maps[name]
+
+    parsed = json_fast_parse.parse_predict(body, input_map_once) if fast else None
+    if parsed is not None:
+        signature, inputs, row_format = parsed
+        return PredictJson(signature, inputs, Format.ROW if row_format else Format.COLUMNAR)
+    return _parse_predict_exact(body, input_map_once)
+
+
+def _parse_predict_exact(body: bytes, get_input_map: Callable[[str], Mapping[str, int]]) -> PredictJson:
     doc = parse_json_object(body)
     name = signature_name(doc)
     input_map = dict(get_input_map(name))
@@ -473,10 +495,14 @@ def _to_array(values: list[Any], shape: tuple[int, ...], dtype: int) -> Array:
 # --- predict response ----------------------------------------------------------------------------------
 
 _INT_OUTPUTS = frozenset(_INT_RANGE)
+_FAST_OUTPUTS = _FLOATS | _INT_OUTPUTS | {types_pb2.DT_BOOL}
 
 
-def format_predict(outputs: Mapping[str, Array], dtypes: Mapping[str, int], fmt: Format) -> bytes:
-    """TF Serving's `MakeJsonFromTensors`: `{"predictions": ...}` (row) or `{"outputs": ...}` (columnar)."""
+def format_predict(
+    outputs: Mapping[str, Array], dtypes: Mapping[str, int], fmt: Format, *, fast: bool = True
+) -> bytes:
+    """TF Serving's `MakeJsonFromTensors`: `{"predictions": ...}` (row) or `{"outputs": ...}` (columnar).
+    Numeric tensors are written by `json_fast` (`fast=False`: element by element, for tests)."""
     if not outputs:
         raise invalid_argument("Cannot convert empty tensor map to JSON")
     names = sorted(outputs)
@@ -494,36 +520,64 @@ def format_predict(outputs: Mapping[str, Array], dtypes: Mapping[str, int], fmt:
                     )
                 batch = shape[0]
             # Rows go on one line each; with several outputs each row is an object one level deeper.
-            depth = 2 if len(names) == 1 else 3
-            rows = {
-                name: _single_line(_tokens(name, arrays[name], dtypes[name], depth - 1), arrays[name].shape)
-                for name in names
-            }
             if len(names) == 1:
-                items = ", ".join(rows[names[0]])
+                (name,) = names
+                items = _row_text(name, arrays[name], dtypes[name], fast)
             else:
-                items = ",".join(
-                    "\n        {"
-                    + ",".join(f"\n            {quote(name)}: {rows[name][b]}" for name in names)
-                    + "\n        }"
+                rows = {name: _row_parts(name, arrays[name], dtypes[name], fast) for name in names}
+                keys = {name: b"\n            " + encode(quote(name)) + b": " for name in names}
+                items = b",".join(
+                    b"\n        {" + b",".join(keys[name] + rows[name][b] for name in names) + b"\n        }"
                     for b in range(batch)
                 )
-            text = '{\n    "predictions": [' + items + ("\n    ]" if batch else "]") + "\n}"
+            return b'{\n    "predictions": [' + items + (b"\n    ]" if batch else b"]") + b"\n}"
         case Format.COLUMNAR:
             if len(names) == 1:
                 (name,) = names
-                value = _pretty(_tokens(name, arrays[name], dtypes[name], 1), arrays[name].shape, 1)
-                text = '{\n    "outputs": ' + value + "\n}"
-            else:
-                members = ",".join(
-                    f"\n        {quote(name)}: "
-                    + _pretty(_tokens(name, arrays[name], dtypes[name], 2), arrays[name].shape, 2)
-                    for name in names
-                )
-                text = '{\n    "outputs": {' + members + "\n    }\n}"
+                value = _columnar(name, arrays[name], dtypes[name], 1, fast)
+                return b'{\n    "outputs": ' + value + b"\n}"
+            members = b",".join(
+                b"\n        "
+                + encode(quote(name))
+                + b": "
+                + _columnar(name, arrays[name], dtypes[name], 2, fast)
+                for name in names
+            )
+            return b'{\n    "outputs": {' + members + b"\n    }\n}"
         case _:
             assert_never(fmt)
-    return encode(text)
+
+
+def _numeric(array: Array, dtype: int, fast: bool) -> Array | None:
+    """The array as the dtype's numpy type, where `json_fast` writes it (a non-empty numeric tensor)."""
+    if not fast or array.size == 0 or array.dtype.kind not in "biuf" or dtype not in _FAST_OUTPUTS:
+        return None
+    converted = array.astype(_NUMPY[dtype], copy=False)
+    return converted if json_fast.tokens_supported(converted) else None
+
+
+def _row_text(name: str, array: Array, dtype: int, fast: bool) -> bytes:
+    """The rows of one output, joined by `, ` (one line each)."""
+    numeric = _numeric(array, dtype, fast)
+    if numeric is not None:
+        return json_fast.row_text(numeric, write_decimal)
+    return encode(", ".join(_single_line(_tokens(name, array, dtype, 1), array.shape)))
+
+
+def _row_parts(name: str, array: Array, dtype: int, fast: bool) -> list[bytes]:
+    """Each row of one output on one line, for the row objects of several outputs."""
+    numeric = _numeric(array, dtype, fast)
+    if numeric is not None:
+        return json_fast.row_parts(numeric, write_decimal)
+    return [encode(item) for item in _single_line(_tokens(name, array, dtype, 2), array.shape)]
+
+
+def _columnar(name: str, array: Array, dtype: int, depth: int, fast: bool) -> bytes:
+    """One output in PrettyWriter's layout, its `[` at nesting `depth`."""
+    numeric = _numeric(array, dtype, fast)
+    if numeric is not None:
+        return json_fast.columnar_text(numeric, depth, write_decimal)
+    return encode(_pretty(_tokens(name, array, dtype, depth), array.shape, depth))
 
 
 def _tokens(name: str, array: Array, dtype: int, depth: int) -> list[str]:
