@@ -35,7 +35,7 @@ class OpPackage:
 TENSORFLOW_TEXT: Final = OpPackage("tensorflow-text", "tensorflow_text", "pip install 'aspired[text]'")
 TF_SENTENCEPIECE: Final = OpPackage(
     "tf-sentencepiece", "tf_sentencepiece",
-    "no release for TensorFlow 2.3+; re-export the model with tensorflow_text.SentencepieceTokenizer",
+    "unmaintained, last built for TensorFlow 2.2: re-export the model with tensorflow_text.SentencepieceTokenizer",
 )
 DECISION_FORESTS: Final = OpPackage(
     "tensorflow-decision-forests", "tensorflow_decision_forests",

@@ -10,6 +10,7 @@ Writes, each as a base path with version 1:
 - `words`: only the WhitespaceTokenizer (served with `--custom_op_libraries`, tensorflow-text's op library);
 - `keras3`: a Keras 3 model written by `model.export(path)`;
 - `tf_keras`: a tf_keras (Keras 2) model written by `tf_keras.models.save_model(model, path)`;
+- `tf_keras_saved_model`: the same model written by `tf.saved_model.save(model, path)`;
 and `expected.json`: the inputs given to each model here and what the in-process model answered.
 """
 
@@ -78,6 +79,7 @@ def export_tf_keras(base: Path) -> dict[str, Any]:
     scores = tf_keras.layers.Dense(2, name="scores")(hidden)
     model = tf_keras.Model(x, scores)
     tf_keras.models.save_model(model, str(base / "tf_keras" / "1"))
+    tf.saved_model.save(model, str(base / "tf_keras_saved_model" / "1"))
     return {"scores": _jsonable(model(np.array(FEATURES, np.float32)))}
 
 

@@ -42,6 +42,7 @@ from tests.paths import REPO, testdata
 pytestmark = pytest.mark.e2e
 
 NOT_REGISTERED = re.compile(r"Op type not registered '([^']+)'")
+KERAS_MODELS = ("keras3", "tf_keras", "tf_keras_saved_model")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ class Servers:
 def servers(exported: tuple[Path, dict[str, Any]]) -> Iterator[Servers]:
     """The three server processes of this module, started at once (their TensorFlow imports overlap)."""
     base, _ = exported
-    served_config = config_file(base / "served.config", {name: base / name for name in ("text", "keras3", "tf_keras")})
+    served_config = config_file(base / "served.config", {name: base / name for name in ("text", *KERAS_MODELS)})
     library_models = {"half_plus_two": testdata("saved_model_half_plus_two_cpu"), "words": base / "words"}
     library_config = config_file(base / "library.config", library_models)
     served = ServerProcess([f"--model_config_file={served_config}", "--custom_op_modules=tensorflow_text"])
@@ -250,13 +251,14 @@ def signature(server: ServerProcess, model: str, name: str = "serving_default") 
 
 
 @pytest.mark.parametrize(
-    ("model", "input_name", "output_name"), [("keras3", "features", "output_0"), ("tf_keras", "x", "scores")]
+    ("model", "input_name", "output_name"),
+    [("keras3", "features", "output_0"), ("tf_keras", "x", "scores"), ("tf_keras_saved_model", "x", "scores")],
 )
 def test_keras_exports_serve_like_the_in_process_model(
     served: ServerProcess, exported: tuple[Path, dict[str, Any]], model: str, input_name: str, output_name: str
 ) -> None:
     _, expected = exported
-    want = np.array(expected[model][output_name], np.float32)
+    want = np.array(expected[model.removesuffix("_saved_model")][output_name], np.float32)
     features = np.array(expected["features"], np.float32)
 
     outputs = predict_grpc(served, model, {input_name: tf.constant(features)})
@@ -275,3 +277,5 @@ def test_keras_exports_serve_like_the_in_process_model(
     assert tensor.dtype == tf.float32.as_datatype_enum
     assert [d.size for d in tensor.tensor_shape.dim] == [-1, 3]
     assert [d.size for d in serving_default.outputs[output_name].tensor_shape.dim] == [-1, 2]
+    if model == "keras3":  # model.export also writes the endpoint under its own name
+        assert signature(served, model, "serve").inputs[input_name].dtype == tf.float32.as_datatype_enum
