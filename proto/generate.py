@@ -9,9 +9,10 @@ Three protoc runs (grpcio-tools' bundled protoc, `python -m grpc_tools.protoc`):
    dependencies (TensorFlow core and google.protobuf files included), serialized as a `FileDescriptorSet`
    (dependencies first) and handed to protoc with `--descriptor_set_in`. The stubs thus match exactly the
    message classes clients and server use.
-2. `--python_out` / `--pyi_out` for `proto/aspired/config.proto` (wrappers.proto from grpcio-tools' include
-   directory), seen by protoc as `svc/_proto/aspired/config.proto` so that the module's name in the gencode is
-   the name it is imported under.
+2. `--python_out` / `--pyi_out` for our own .proto files, `proto/aspired/config.proto` (wrappers.proto from
+   grpcio-tools' include directory) and `proto/inference/grpc_service.proto` (the Open Inference Protocol),
+   seen by protoc as `svc/_proto/<name>` so that each module's name in the gencode is the name it is imported
+   under; `--grpclib_python_out` too, for the V2 service's stubs.
 3. The TF-free client's messages (`clients/python/aspired_client/_pb/`, issue 14): the descriptors of the TF
    Serving API files the client speaks (predict, classification, regression, inference, metadata, status,
    model management, prediction_log), of the SavedModel (for `aspired warmup-record`) and of grpc.health.v1,
@@ -34,6 +35,9 @@ relies on namespace packages)::
     svc/_proto/tensorflow_serving/apis/model_service_grpc.py       ModelServiceBase, ModelServiceStub
     svc/_proto/aspired/__init__.py
     svc/_proto/aspired/config_pb2.py (+ .pyi)                      BatchingParameters, MonitoringConfig, ...
+    svc/_proto/inference/__init__.py
+    svc/_proto/inference/grpc_service_pb2.py (+ .pyi)              ModelInferRequest, ... (package `inference`)
+    svc/_proto/inference/grpc_service_grpc.py                      GRPCInferenceServiceBase, ...Stub
 
 The .pyi files get a first line `# mypy: ignore-errors` (see `mark_stubs_unchecked`); nothing else is edited.
 
@@ -90,7 +94,8 @@ SERVICE_PROTOS = (
 # mapping), so the generated module names itself `svc._proto.aspired.config_pb2`: message classes get the
 # `__module__` they are imported under (pickle and repr work); the descriptor pool holds the file as
 # `svc/_proto/aspired/config.proto`.
-OWN_PROTOS = ("aspired/config.proto",)
+OWN_PROTOS = ("aspired/config.proto", "inference/grpc_service.proto")
+OWN_SERVICES = ("inference/grpc_service.proto",)  # those of OWN_PROTOS that declare services (grpclib stubs)
 OWN_PREFIX = "svc/_proto"
 
 # The client's messages (issue 14): these modules and everything they import, renamed under CLIENT_PREFIX.
@@ -255,6 +260,15 @@ def generate(out: Path) -> None:
                 "--python_out=own",
                 "--pyi_out=own",
                 *(f"{OWN_PREFIX}/{name}" for name in OWN_PROTOS),
+            ],
+            cwd=work,
+        )
+        protoc(
+            [
+                f"--proto_path={OWN_PREFIX}={PROTO_DIR}",
+                f"--plugin={PLUGIN}={grpclib_plugin()}",
+                "--grpclib_python_out=own",
+                *(f"{OWN_PREFIX}/{name}" for name in OWN_SERVICES),
             ],
             cwd=work,
         )

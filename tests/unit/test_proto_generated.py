@@ -21,6 +21,7 @@ from tensorflow_serving.apis import (
 )
 
 from svc._proto.aspired import config_pb2
+from svc._proto.inference import grpc_service_grpc, grpc_service_pb2
 from svc._proto.tensorflow_serving.apis import model_service_grpc, prediction_service_grpc
 from tests import paths
 
@@ -59,6 +60,10 @@ def test_layout(generated: dict[str, bytes]) -> None:
         "aspired/__init__.py",
         "aspired/config_pb2.py",
         "aspired/config_pb2.pyi",
+        "inference/__init__.py",
+        "inference/grpc_service_grpc.py",
+        "inference/grpc_service_pb2.py",
+        "inference/grpc_service_pb2.pyi",
         "tensorflow_serving/__init__.py",
         "tensorflow_serving/apis/__init__.py",
         "tensorflow_serving/apis/model_service_grpc.py",
@@ -116,6 +121,17 @@ UNARY = grpclib.const.Cardinality.UNARY_UNARY
                     model_management_pb2.ReloadConfigRequest,
                     model_management_pb2.ReloadConfigResponse,
                 ),
+            },
+        ),
+        (
+            grpc_service_grpc.GRPCInferenceServiceBase,
+            "inference.GRPCInferenceService",
+            {
+                name: (getattr(grpc_service_pb2, f"{name}Request"), getattr(grpc_service_pb2, f"{name}Response"))
+                for name in (
+                    "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer",
+                    "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload",
+                )
             },
         ),
     ],
@@ -183,3 +199,44 @@ def test_config_messages_match_tf_serving(message: Any, fields: dict[str, tuple[
     actual = {f.name: (f.number, describe(f)) for f in message.DESCRIPTOR.fields}
     assert actual == fields
     assert message.__module__ == "svc._proto.aspired.config_pb2"
+
+
+# issue 12: the Open Inference Protocol's field numbers, as published (KServe's grpc_predict_v2.proto, Triton's
+# grpc_service.proto): a wrong number would parse silently into the wrong field.
+V2_FIELDS = {
+    "ModelReadyRequest": {"name": 1, "version": 2},
+    "ServerMetadataResponse": {"name": 1, "version": 2, "extensions": 3},
+    "ModelMetadataRequest": {"name": 1, "version": 2},
+    "ModelMetadataResponse": {"name": 1, "versions": 2, "platform": 3, "inputs": 4, "outputs": 5},
+    "ModelMetadataResponse.TensorMetadata": {"name": 1, "datatype": 2, "shape": 3},
+    "InferParameter": {"bool_param": 1, "int64_param": 2, "string_param": 3, "double_param": 4, "uint64_param": 5},
+    "InferTensorContents": {
+        "bool_contents": 1, "int_contents": 2, "int64_contents": 3, "uint_contents": 4, "uint64_contents": 5,
+        "fp32_contents": 6, "fp64_contents": 7, "bytes_contents": 8,
+    },
+    "ModelInferRequest": {
+        "model_name": 1, "model_version": 2, "id": 3, "parameters": 4, "inputs": 5, "outputs": 6,
+        "raw_input_contents": 7,
+    },
+    "ModelInferRequest.InferInputTensor": {"name": 1, "datatype": 2, "shape": 3, "parameters": 4, "contents": 5},
+    "ModelInferRequest.InferRequestedOutputTensor": {"name": 1, "parameters": 2},
+    "ModelInferResponse": {
+        "model_name": 1, "model_version": 2, "id": 3, "parameters": 4, "outputs": 5, "raw_output_contents": 6,
+    },
+    "ModelInferResponse.InferOutputTensor": {"name": 1, "datatype": 2, "shape": 3, "parameters": 4, "contents": 5},
+    "ModelRepositoryParameter": {"bool_param": 1, "int64_param": 2, "string_param": 3, "bytes_param": 4},
+    "RepositoryIndexRequest": {"repository_name": 1, "ready": 2},
+    "RepositoryIndexResponse": {"models": 1},
+    "RepositoryIndexResponse.ModelIndex": {"name": 1, "version": 2, "state": 3, "reason": 4},
+    "RepositoryModelLoadRequest": {"repository_name": 1, "model_name": 2, "parameters": 3},
+    "RepositoryModelUnloadRequest": {"repository_name": 1, "model_name": 2, "parameters": 3},
+}
+
+
+@pytest.mark.parametrize("name", sorted(V2_FIELDS))
+def test_v2_messages_match_the_published_protocol(name: str) -> None:
+    descriptor = grpc_service_pb2.DESCRIPTOR.message_types_by_name[name.split(".")[0]]
+    for nested in name.split(".")[1:]:
+        descriptor = descriptor.nested_types_by_name[nested]
+    assert descriptor.full_name == f"inference.{name}"
+    assert {f.name: f.number for f in descriptor.fields} == V2_FIELDS[name]
