@@ -29,10 +29,12 @@ from svc.batching.scheduler import Batcher, batching_policy
 from svc.errors import Code, ServingError
 from svc.frontends import tls
 from svc.frontends.grpc import Frontend, ModelService, PredictionService, RequestLimitCodec
+from svc.frontends.grpc_v2 import InferenceService
 from svc.frontends.request_log import RequestLog
 from svc.frontends.rest import RestApi, RestOptions
+from svc.frontends.rest_v2 import V2Routes
 from svc.inference import predict as api
-from svc.lifecycle.config_watcher import ConfigWatcher, model_names
+from svc.lifecycle.config_watcher import ConfigWatcher
 from svc.lifecycle.loader_pool import LoaderPool, RetryPolicy
 from svc.lifecycle.messages import LoaderInbox, ManagerInbox, ModelConfigs, ServableId, ServableStateChanged
 from svc.lifecycle.readiness import Readiness
@@ -167,7 +169,7 @@ async def serve(options: opts.Options) -> int:
         reloader=watcher,
         metrics=metrics,
     )
-    readiness = Readiness(monitor, lambda: model_names(watcher.current))
+    readiness = Readiness(monitor, watcher.served_names)  # explicitly unloaded models (V2) are not waited for
     metrics.add_gauges(lambda: _state_gauges(monitor, poller, pool, core.batcher))
 
     async with anyio.create_task_group() as tg:
@@ -189,7 +191,7 @@ async def serve(options: opts.Options) -> int:
             await serve_workers(tg, options, core, watcher, readiness, serving_map)
         else:
             await _run_frontends(
-                tg, options, core, readiness, RequestLog(metrics, options.request_log_sample_rate)
+                tg, options, core, readiness, RequestLog(metrics, options.request_log_sample_rate), watcher
             )
         _close_servables(serving_map)
         tg.cancel_scope.cancel()
@@ -260,14 +262,17 @@ def _close_servables(serving_map: ServingMapHolder) -> None:
 
 
 async def _run_frontends(
-    tg: TaskGroup, options: opts.Options, core: api.Core, readiness: Readiness, requests: RequestLog
+    tg: TaskGroup, options: opts.Options, core: api.Core, readiness: Readiness, requests: RequestLog,
+    watcher: ConfigWatcher,
 ) -> None:
     """Open the ports, log TF Serving's lines, serve until SIGTERM/SIGINT, then drain."""
     grpc_front = Frontend(core, requests)
     prediction, model_service = PredictionService(grpc_front), ModelService(grpc_front)
-    handlers: list[Any] = [prediction, model_service]
+    inference = InferenceService(grpc_front, readiness, watcher)
+    handlers: list[Any] = [prediction, model_service, inference]
     if options.enable_grpc_healthcheck_service:
-        handlers.append(Health({prediction: [readiness.status], model_service: [readiness.status]}))
+        handlers.append(Health({prediction: [readiness.status], model_service: [readiness.status],
+                                inference: [readiness.status]}))
     codec = RequestLimitCodec(options.max_request_bytes)
     grpc_servers: list[GrpcServer] = []  # grpclib serves one listener per Server: TCP and the UNIX socket
     ssl_context = tls.server_context(opts.ssl_config(options))  # one context, both ports, nothing on disk
@@ -293,6 +298,7 @@ async def _run_frontends(
         rest_done.set()
     elif options.rest_api_port:
         rest = _rest_api(options, core, requests, readiness)
+        rest.v2 = V2Routes(rest, readiness, watcher)
         try:
             rest_sock = bind_tcp("::", options.rest_api_port)
         except OSError as exc:

@@ -13,8 +13,9 @@ import gzip
 import json
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import anyio
@@ -35,6 +36,9 @@ from svc.servables.saved_model import Servable
 from svc.wire import json_examples as json_example
 from svc.wire import json_tensor
 
+if TYPE_CHECKING:
+    from svc.frontends.rest_v2 import V2Routes
+
 log = get_logger(frontend="rest")
 
 _POST = re.compile(
@@ -42,6 +46,7 @@ _POST = re.compile(
 )
 _GET = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.IGNORECASE)
 _V1 = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
+_V2 = re.compile(r"/v2(?:/.*)?", re.DOTALL)
 _ORIGIN = re.compile(r"https?://")
 _INT64_MAX = 2**63 - 1
 JSON = "application/json"
@@ -93,6 +98,11 @@ class RestApi:
         self._metrics = metrics
         self._options = options
         self.accepting = True
+        self.v2: V2Routes | None = None  # the Open Inference Protocol's routes (svc/frontends/rest_v2.py)
+
+    @property
+    def core(self) -> api.Core:
+        return self._core
 
     def app(self) -> Starlette:
         methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
@@ -108,14 +118,21 @@ class RestApi:
             return self.readyz()
         if self._options.metrics_path is not None and path == self._options.metrics_path:
             return self.prometheus(uri)
-        if not _V1.fullmatch(uri):
+        if self.v2 is not None and _V2.fullmatch(path):
+            probe = self.v2.probe(path)
+            response = probe if probe is not None else await self._v1(request, uri, self.v2.route)
+        elif not _V1.fullmatch(uri):
             return Response("Not Found", status_code=404, media_type="text/html")
-        response = await self._v1(request, uri)
+        else:
+            response = await self._v1(request, uri)
         if self._options.cors:
             response.headers.update(CORS_HEADERS)
         return response
 
-    async def _v1(self, request: Request, uri: str) -> Response:
+    async def _v1(
+        self, request: Request, uri: str,
+        route: Callable[[Request, str, RequestRecord], Awaitable[Response]] | None = None,
+    ) -> Response:
         record = self._requests.start("rest", request.method.lower(), request.headers.get(REQUEST_ID_HEADER))
         record.tf_api = ""
         code = Code.OK
@@ -128,7 +145,7 @@ class RestApi:
             elif not self.accepting:
                 raise ServingError(Code.UNAVAILABLE, "Server is shutting down")
             else:
-                response = await self._route(request, uri, record)
+                response = await (route or self._route)(request, uri, record)
         except ServingError as exc:
             code, error = exc.code, exc.message
             response = json_response(json_tensor.format_error(exc.message), http_status(exc.code))

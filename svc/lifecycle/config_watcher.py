@@ -11,6 +11,13 @@ version is AVAILABLE. Labels of models that a config adds (at start-up or on rel
 models loaded. TF Serving checks every label before loading anything and refuses a label to a version that is
 not yet AVAILABLE (unless `--allow_version_labels_for_unavailable_models`), which makes labels in a config
 file break start-up and makes it impossible to add a model together with its labels.
+
+Per-model load and unload (the Open Inference Protocol's repository extension; TF Serving has none):
+`unload_model` keeps the model's config entry but aspires no version of it, `load_model` aspires its versions
+again; both act only on models of the current config and answer once the state is reached (or failed). An
+explicit unload holds until an explicit load: a later config (file poll or ReloadConfig request) that still
+lists the model keeps it unloaded and logs `model_kept_unloaded`; a config that drops the model forgets the
+unload (logged too), so the model loads normally if a later config adds it again.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from collections.abc import Callable, Collection
 import anyio
 from anyio.abc import ObjectSendStream
 
-from svc.errors import Code, ServingError, failed_precondition, invalid_argument
+from svc.errors import Code, ServingError, failed_precondition, invalid_argument, not_found
 from svc.lifecycle.messages import ModelConfigs, ModelSource, VersionPolicy
 from svc.lifecycle.state_monitor import ModelsSettled, StateMonitor, Table
 from svc.lifecycle.states import State
@@ -102,10 +109,20 @@ class ConfigWatcher:
         self._poll_wait = poll_wait_seconds
         self._allow_unavailable = allow_labels_for_unavailable
         self._lock = anyio.Lock()
+        self.unloaded: set[str] = set()  # models explicitly unloaded (repository extension)
+
+    def _sources(self) -> ModelConfigs:
+        """What the poller watches: the current config less the explicitly unloaded models."""
+        sources = model_sources(self.current)
+        return ModelConfigs(tuple(m for m in sources.models if m.name not in self.unloaded))
+
+    def served_names(self) -> tuple[str, ...]:
+        """The configured models that are meant to serve (readiness waits for these)."""
+        return tuple(n for n in model_names(self.current) if n not in self.unloaded)
 
     async def run(self) -> None:
         async with self._out:
-            await self._out.send(model_sources(self.current))
+            await self._out.send(self._sources())
             if self._read_file is None or self._poll_wait <= 0:
                 await anyio.sleep_forever()
             read_file = self._read_file
@@ -146,8 +163,9 @@ class ConfigWatcher:
             check_labels(config, self.current, self._monitor.snapshot(), self._allow_unavailable, kept)
             self.current = config
             log.info("model_config_changed", models=list(model_names(config)), added=list(added))
+            self._keep_unloaded(config)
             since = self._monitor.events_seen
-            await self._out.send(model_sources(config))
+            await self._out.send(self._sources())
         if not wait:
             return
         settled = ModelsSettled(added, since)
@@ -159,3 +177,54 @@ class ConfigWatcher:
             )
         # Labels of models this reload added are checked once their versions had the chance to load.
         check_labels(config, None, self._monitor.snapshot(), self._allow_unavailable, added)
+
+    def _keep_unloaded(self, config: Config) -> None:
+        """The unload rule across config changes (see the module docstring); says what it does in the log."""
+        names = set(model_names(config))
+        dropped = sorted(self.unloaded - names)
+        if dropped:
+            self.unloaded -= set(dropped)
+            log.info("model_unload_forgotten", models=dropped,
+                     message="Explicitly unloaded models left the config; a config that adds them loads them")
+        if self.unloaded:
+            log.warning("model_kept_unloaded", models=sorted(self.unloaded),
+                        message="The new config lists models that were explicitly unloaded; they stay unloaded "
+                        "until a repository load request")
+
+    def _check_known(self, name: str) -> None:
+        if name not in set(model_names(self.current)):
+            raise not_found(f"Model {name} is not in the model config; only configured models can be loaded")
+
+    async def load_model(self, name: str) -> None:
+        """Aspire a configured model's versions again (after an unload); answers once it is AVAILABLE, or
+        raises when its load failed. A model that is not unloaded answers once it has settled."""
+        async with self._lock:
+            self._check_known(name)
+            since = 0
+            if name in self.unloaded:
+                self.unloaded.discard(name)
+                log.info("model_load_requested", model=name)
+                since = self._monitor.events_seen
+                await self._out.send(self._sources())
+        settled = ModelsSettled((name,), since)
+        await self._monitor.wait_until(settled.done)
+        failures = settled.failures(self._monitor.snapshot())
+        if failures:
+            raise ServingError(Code.UNKNOWN, f"model {name} did not become available: {''.join(failures)}")
+        if not any(s.state is State.AVAILABLE for s in self._monitor.versions(name).values()):
+            raise ServingError(Code.UNAVAILABLE, f"model {name} has no version available")
+
+    async def unload_model(self, name: str) -> None:
+        """Aspire no version of a configured model (its config entry stays); answers once every version of it
+        has reached END."""
+        async with self._lock:
+            self._check_known(name)
+            if name not in self.unloaded:
+                self.unloaded.add(name)
+                log.info("model_unload_requested", model=name)
+                await self._out.send(self._sources())
+
+        def unloaded(table: Table) -> bool:
+            return all(s.state is State.END for s in table.get(name, {}).values())
+
+        await self._monitor.wait_until(unloaded)
