@@ -5,7 +5,7 @@ Pure functions, no I/O. REST: the body is JSON, or, with an `Inference-Header-Co
 bytes of JSON followed by the binary chunks of the inputs whose `binary_data_size` parameter is set, in input
 order; outputs are returned as binary chunks when their `binary_data` parameter (or the request's
 `binary_data_output`) is true. gRPC: inputs come as typed `contents` or, for all of them, `raw_input_contents`;
-the response mirrors the request's choice.
+the response mirrors the request's choice (raw, as Triton always answers, when the request has no inputs).
 """
 
 from __future__ import annotations
@@ -224,7 +224,8 @@ def parse_grpc_request(request: pb.ModelInferRequest) -> InferRequest:
             raise invalid_argument(f"output '{out.name}': the classification extension is not supported")
     return InferRequest(
         request.model_name, request.model_version, request.id, grpc_parameters(request.parameters),
-        tuple(inputs), tuple(RequestedOutput(o.name) for o in request.outputs), raw=bool(raw_contents),
+        tuple(inputs), tuple(RequestedOutput(o.name) for o in request.outputs),
+        raw=bool(raw_contents) or not request.inputs,  # no inputs: raw, as Triton always answers
     )
 
 

@@ -175,9 +175,14 @@ def from_contents(tensor: str, datatype: str, shape: Sequence[int], contents: An
     if datatype == "BYTES":
         return bytes_array(list(values), shape)
     try:
-        with np.errstate(over="raise", invalid="raise"):
-            return np.array(values, dtype=dtype).reshape(tuple(shape))
-    except (OverflowError, FloatingPointError) as exc:
+        if dtype.kind in "iu" and dtype.itemsize < 4:  # INT8/16, UINT8/16 travel in 32-bit fields
+            wide = np.array(values, dtype=np.int64)
+            info = np.iinfo(dtype)
+            if wide.size and (wide.min() < info.min or wide.max() > info.max):
+                raise OverflowError
+            return wide.astype(dtype).reshape(tuple(shape))
+        return np.array(values, dtype=dtype).reshape(tuple(shape))
+    except OverflowError as exc:
         raise invalid_argument(f"tensor '{tensor}': a value in {field} is out of range for {datatype}") from exc
 
 
