@@ -118,7 +118,7 @@ def test_errors(http: httpx.Client, method: str, path: str, body: bytes, status:
 
 
 def test_non_v1_path_is_a_plain_404(http: httpx.Client) -> None:
-    assert http.get("/v2/models/half_plus_two").status_code == 404
+    assert http.get("/v3/models/half_plus_two").status_code == 404  # /v2 is the Open Inference Protocol (issue 12)
 
 
 def test_cors_preflight_with_origin(http: httpx.Client) -> None:
