@@ -1,4 +1,6 @@
-"""Closed-loop load generator for TF Serving's Predict API over gRPC or REST; prints one JSON line.
+"""Closed-loop load generator for TF Serving's Predict API over gRPC or REST, and for the Open Inference
+Protocol (V2: `--target v2grpc`, ModelInfer with `raw_input_contents`; `--target v2rest`, POST .../infer with
+the binary tensor data extension, binary outputs); prints one JSON line.
 
 N workers each send a request, wait for the answer and send the next, for `--warmup` + `--duration`
 seconds. Only requests that start after the warm-up and finish before the end are counted; errors likewise.
@@ -101,6 +103,53 @@ async def grpc_calls(
     return [make_call(stubs[i % len(stubs)]) for i in range(workers)], close
 
 
+def v2_arrays(args: argparse.Namespace) -> tuple[str, np.ndarray]:
+    return payload_arrays(args.payload, args.batch)
+
+
+async def v2grpc_calls(
+    args: argparse.Namespace, workers: int
+) -> tuple[list[Call], Callable[[], Awaitable[None]]]:
+    import grpc
+
+    from svc._proto.inference import grpc_service_pb2 as pb
+
+    alias, array = v2_arrays(args)
+    request = pb.ModelInferRequest(model_name=args.model, raw_input_contents=[array.tobytes()])
+    request.inputs.add(name=alias, datatype="FP32", shape=array.shape)
+    channels = [grpc.aio.insecure_channel(args.addr) for _ in range(max(1, args.channels))]
+    for channel in channels:
+        await asyncio.wait_for(channel.channel_ready(), args.timeout)
+    methods = [
+        c.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        for c in channels
+    ]
+
+    def make_call(method: Any) -> Call:
+        async def call() -> None:
+            await method(request, timeout=args.timeout)
+
+        return call
+
+    async def close() -> None:
+        for channel in channels:
+            await channel.close()
+
+    return [make_call(methods[i % len(methods)]) for i in range(workers)], close
+
+
+def v2rest_body(args: argparse.Namespace) -> tuple[bytes, int]:
+    alias, array = v2_arrays(args)
+    raw = array.tobytes()
+    tensor = {"name": alias, "datatype": "FP32", "shape": list(array.shape), "parameters": {"binary_data_size": len(raw)}}
+    header = json.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}}).encode()
+    return header + raw, len(header)
+
+
 async def rest_calls(
     args: argparse.Namespace, workers: int
 ) -> tuple[list[Call], Callable[[], Awaitable[None]]]:
@@ -109,6 +158,10 @@ async def rest_calls(
     url = f"http://{args.addr}/v1/models/{args.model}:predict"
     body = rest_body(args.payload, args.batch)
     headers = {"content-type": "application/json"}
+    if args.target == "v2rest":
+        url = f"http://{args.addr}/v2/models/{args.model}/infer"
+        body, header_length = v2rest_body(args)
+        headers = {"content-type": "application/octet-stream", "inference-header-content-length": str(header_length)}
     # One client (one keep-alive connection) per worker: httpx's shared pool degrades badly under
     # concurrency (encode/httpx#3215), which would measure the client instead of the server.
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
@@ -150,7 +203,7 @@ async def worker(call: Call, measure_from: float, end: float, tally: Tally) -> N
 
 async def run_process(args: argparse.Namespace, workers: int, coordinated: bool) -> Tally:
     """Set up clients, (when coordinated) say READY and wait for the parent's start time, then load."""
-    factory = grpc_calls if args.target == "grpc" else rest_calls
+    factory = {"grpc": grpc_calls, "v2grpc": v2grpc_calls}.get(args.target, rest_calls)
     calls, close = await factory(args, workers)
     try:
         if coordinated:
@@ -241,7 +294,7 @@ def summary(args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", choices=["grpc", "rest"], required=True)
+    parser.add_argument("--target", choices=["grpc", "rest", "v2grpc", "v2rest"], required=True)
     parser.add_argument("--addr", required=True, help="host:port (loopback only)")
     parser.add_argument("--model", required=True)
     parser.add_argument("--concurrency", type=int, default=1, help="closed-loop workers in all")

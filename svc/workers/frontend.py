@@ -35,8 +35,10 @@ from svc.batching.scheduler import Batcher
 from svc.errors import Code, ServingError
 from svc.frontends import tls
 from svc.frontends.grpc import Frontend, ModelService, PredictionService, RequestLimitCodec
+from svc.frontends.grpc_v2 import InferenceService
 from svc.frontends.request_log import RequestLog, current_request
 from svc.frontends.rest import RestApi, RestOptions, json_response
+from svc.frontends.rest_v2 import V2Routes
 from svc.inference import predict as api
 from svc.lifecycle.readiness import Readiness
 from svc.logging import configure_logging, get_logger
@@ -261,9 +263,11 @@ async def _serve(
 
     grpc_front = Frontend(core, requests)
     prediction, model_service = PredictionService(grpc_front), ModelService(grpc_front)
-    handlers: list[Any] = [prediction, model_service]
+    inference = InferenceService(grpc_front, readiness)  # V2; its repository calls need the owner: UNIMPLEMENTED
+    handlers: list[Any] = [prediction, model_service, inference]
     if options.enable_grpc_healthcheck_service:
-        handlers.append(Health({prediction: [readiness.status], model_service: [readiness.status]}))
+        handlers.append(Health({prediction: [readiness.status], model_service: [readiness.status],
+                                inference: [readiness.status]}))
     codec = RequestLimitCodec(options.max_request_bytes)
     ssl_context = tls.server_context(opts.ssl_config(options))
     servers: list[GrpcServer] = []
@@ -289,6 +293,7 @@ async def _serve(
         )
         assert core.metrics is not None
         rest = WorkerRestApi(backend, mirror, core, requests, readiness, core.metrics, rest_options)
+        rest.v2 = V2Routes(rest, readiness, None)
         rest_sock = bind_shared("::", rest_port)
         rest_sock.listen(1024)
         rest_sock.setblocking(False)

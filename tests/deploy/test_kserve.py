@@ -63,7 +63,7 @@ def test_every_object_validates() -> None:
     [("ServingRuntime", ("spec", "containers", 0)), ("InferenceService", ("spec", "predictor", "model"))],
 )
 def test_the_crd_validation_is_strict(kind: str, path: tuple[str | int, ...]) -> None:
-    manifest = copy.deepcopy(one(rendered(), kind))
+    manifest = copy.deepcopy(one(rendered(), kind, "aspired" if kind == "ServingRuntime" else "half-plus-two"))
     node: Any = manifest
     for key in path:
         node = node[key]
@@ -72,19 +72,35 @@ def test_the_crd_validation_is_strict(kind: str, path: tuple[str | int, ...]) ->
         validate(manifest)
 
 
-def test_inference_service_selects_the_runtime() -> None:
+# issue 12: one InferenceService per protocol the runtime declares: TF Serving's REST and gRPC APIs (v1,
+# grpc-v1) and the Open Inference Protocol (v2, grpc-v2), on the same ports and models.
+PROTOCOLS = {"half-plus-two": "v1", "half-plus-two-v2": "v2", "half-plus-two-grpc": "grpc-v1",
+             "half-plus-two-grpc-v2": "grpc-v2"}
+
+
+def test_inference_services_select_the_runtime_one_per_protocol(tmp_path: Path) -> None:
     manifests = rendered()
     runtime = one(manifests, "ServingRuntime")
-    model = one(manifests, "InferenceService")["spec"]["predictor"]["model"]
-    assert model["runtime"] == runtime["metadata"]["name"]
+    assert set(runtime["spec"]["protocolVersions"]) == set(PROTOCOLS.values())
+    services = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "InferenceService"}
+    assert {name: s["spec"]["predictor"]["model"]["protocolVersion"] for name, s in services.items()} == PROTOCOLS
+    (container,) = runtime["spec"]["containers"]
+    options = parse_flags(entrypoint_argv(image_env(), container["args"], tmp_path))
     formats = {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
-    assert model["modelFormat"]["name"] == "tensorflow"
-    assert model["modelFormat"]["name"] in formats
-    assert set(runtime["spec"]["protocolVersions"]) == {"v1", "grpc-v1"}  # TF Serving's REST and gRPC APIs
-    account = one(manifests, "InferenceService")["spec"]["predictor"]["serviceAccountName"]
-    (secret,) = one(manifests, "ServiceAccount", account)["secrets"]
-    credentials = one(manifests, "Secret", secret["name"])
-    assert credentials["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"]
+    for name, service in services.items():
+        model = service["spec"]["predictor"]["model"]
+        assert model["runtime"] == runtime["metadata"]["name"]
+        assert model["modelFormat"]["name"] == "tensorflow"
+        assert model["modelFormat"]["name"] in formats
+        if model["protocolVersion"].startswith("grpc-"):  # the gRPC port, exposed as h2c
+            assert model["ports"] == [{"name": "h2c", "protocol": "TCP", "containerPort": options.port}], name
+        else:
+            assert "ports" not in model, name  # the runtime's REST port, KServe's default 8080
+            assert options.rest_api_port == 8080
+        account = service["spec"]["predictor"]["serviceAccountName"]
+        (secret,) = one(manifests, "ServiceAccount", account)["secrets"]
+        credentials = one(manifests, "Secret", secret["name"])
+        assert credentials["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"]
 
 
 def test_runtime_container_flags_and_ports(tmp_path: Path) -> None:

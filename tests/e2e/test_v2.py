@@ -388,3 +388,20 @@ def test_config_poll_keeps_an_explicit_unload_and_says_so(tmp_path: Path) -> Non
         assert c.post("/v2/repository/models/b/unload").status_code == 200
         write_config(path, {"a": a.name, "c": a.name})  # dropping b forgets its unload
         process.wait_for_line("model_unload_forgotten", timeout=60)
+
+
+def test_frontend_workers_speak_v2(triton_python: Path) -> None:
+    """With --frontend_workers=2 the TF-free frontends serve V2 too; the repository calls need the model owner
+    and answer UNIMPLEMENTED there (documented)."""
+    flags = [f"--model_base_path={testdata('saved_model_half_plus_two_cpu')}", "--model_name=m",
+             "--frontend_workers=2"]
+    with ServerProcess(flags) as process:
+        x = fp32("x", [1.0, 2.0], [2, 1])
+        for protocol in PROTOCOLS:
+            result, ready, index = client(
+                triton_python, process, protocol,
+                {"op": "infer", "model": "m", "inputs": [x]}, {"op": "model_ready", "model": "m"}, {"op": "index"},
+            )
+            assert result["outputs"]["y"]["values"] == [2.5, 3.0]
+            assert ready is True
+            assert index["status"] in ("501", "StatusCode.UNIMPLEMENTED")

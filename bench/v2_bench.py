@@ -1,0 +1,122 @@
+"""The Open Inference Protocol against TF Serving's Predict on the same server and model (issue 12): the
+784-512-10 MLP, one row per request, closed loop at one concurrency, in one run:
+
+- gRPC Predict with `tensor_content` (the reference),
+- V2 gRPC ModelInfer with `raw_input_contents` (raw outputs back),
+- V2 REST infer with the binary tensor data extension (binary input, binary outputs),
+- TF Serving REST `:predict` JSON, for scale.
+
+One server (no batching, request log off) serves all four; bench/loadgen.py drives each in turn, the order
+rotated every repetition (interleaved), and the table gives the median of the repetitions and each target's
+ratio to Predict in the same repetition (median). Raw results go to bench/out/v2.json; the table replaces the
+"v2_bench" section of bench/RESULTS.md (between its markers) or is appended to it.
+
+    python bench/v2_bench.py [--duration 8] [--concurrency 16] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+from typing import Any
+
+from batching_bench import BENCH, CPUS, MODEL, OUT, PY, REPO, RESULTS, export_model, serving
+
+TARGETS = {
+    "grpc": ("TF Serving gRPC Predict, tensor_content", ["--target=grpc", "--tensor_content"]),
+    "v2grpc": ("V2 gRPC ModelInfer, raw_input_contents", ["--target=v2grpc"]),
+    "v2rest": ("V2 REST infer, binary tensor data", ["--target=v2rest"]),
+    "rest": ("TF Serving REST :predict, JSON", ["--target=rest"]),
+}
+BEGIN, END = "<!-- v2_bench: begin -->", "<!-- v2_bench: end -->"
+
+
+def loadgen(port: int, target: str, args: argparse.Namespace) -> dict[str, Any]:
+    argv = [
+        PY, str(BENCH / "loadgen.py"), *TARGETS[target][1], f"--addr=127.0.0.1:{port}", f"--model={MODEL}",
+        "--payload=mlp", "--batch=1", f"--concurrency={args.concurrency}", f"--duration={args.duration}",
+        f"--warmup={args.warmup}", f"--processes={args.processes}", "--timeout=30",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # the V2 client uses the generated svc._proto messages
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"loadgen {target} failed: {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["errors"]:
+        raise SystemExit(f"loadgen {target}: {result['errors']} errors, e.g. {result['error_sample']}")
+    return result
+
+
+def table(runs: list[dict[str, dict[str, Any]]], args: argparse.Namespace) -> list[str]:
+    setup = (
+        f"`python bench/v2_bench.py --duration {args.duration:g} --concurrency {args.concurrency} --runs "
+        f"{args.runs} --processes {args.processes}` on {dt.date.today().isoformat()}, {platform.machine()} with "
+        f"{CPUS} CPUs, Python {platform.python_version()}; one server (batching off, request log off) and the "
+        f"load generator ({args.processes} process(es)) share the machine. Each request is one row (`images` "
+        "[1, 784] float32), closed loop; the targets run one after the other, order rotated every repetition; "
+        "medians of the repetitions; ratio = the target's rps / Predict's rps in the same repetition (median)."
+    )
+    lines = [
+        BEGIN, f"## Open Inference Protocol (V2) vs TF Serving's Predict: the MLP at c={args.concurrency}", "",
+        setup, "", "| target | rps | p50 ms | p99 ms | rps ratio to Predict |", "|---|---|---|---|---|",
+    ]
+    for target, (label, _) in TARGETS.items():
+        rps = statistics.median(r[target]["rps"] for r in runs)
+        p50 = statistics.median(r[target]["p50_ms"] for r in runs)
+        p99 = statistics.median(r[target]["p99_ms"] for r in runs)
+        ratio = statistics.median(r[target]["rps"] / r["grpc"]["rps"] for r in runs)
+        lines.append(f"| {label} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {ratio:.3f} |")
+    if args.note:
+        lines += ["", args.note]
+    lines.append(END)
+    return lines
+
+
+def write_results(lines: list[str]) -> None:
+    section = "\n".join(lines)
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text else "") + section + "\n"
+    RESULTS.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--no-results", action="store_true", help="do not touch bench/RESULTS.md")
+    parser.add_argument("--note", default="", help="a paragraph written under the table")
+    args = parser.parse_args()
+    export_model(args.hidden)
+    runs: list[dict[str, dict[str, Any]]] = []
+    order = list(TARGETS)
+    with serving("v2", batching=False) as server:
+        for rep in range(args.runs):
+            run: dict[str, dict[str, Any]] = {}
+            for target in order[rep % len(order):] + order[: rep % len(order)]:
+                port = server.grpc_port if target in ("grpc", "v2grpc") else server.rest_port
+                run[target] = loadgen(port, target, args)
+                print(target, run[target]["rps"], run[target]["p50_ms"], flush=True)
+            runs.append(run)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "v2.json").write_text(json.dumps(runs, indent=1))
+    lines = table(runs, args)
+    print("\n".join(lines))
+    if not args.no_results:
+        write_results(lines)
+
+
+if __name__ == "__main__":
+    main()
