@@ -29,8 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.client.conftest import VENV_CACHE, build_client_venv, source_digest  # noqa: E402
-from tests.e2e.server import free_port  # noqa: E402
+from tests.client.conftest import VENV_CACHE, build_client_venv, source_digest
+from tests.e2e.server import free_port
 
 IMPORT_OURS = "import time; t = time.perf_counter(); import aspired_client; print(time.perf_counter() - t)"
 IMPORT_OFFICIAL = (

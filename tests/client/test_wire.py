@@ -3,6 +3,7 @@ clash with TensorFlow's, and it builds byte-identical requests and reads every a
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aspired_client
@@ -204,3 +205,20 @@ def test_metadata_any_is_decoded_by_its_type_url() -> None:
     assert (metadata.name, metadata.version) == ("m", 7)
     spec = metadata.signatures["serving_default"].inputs["x"]
     assert (spec.name, spec.dtype, spec.shape) == ("x:0", "DT_FLOAT", (-1,))
+
+
+def test_tfrecord_framing_is_tensorflows(tmp_path: Path) -> None:
+    from aspired_client import tfrecord
+
+    assert tfrecord.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    records = [b"", b"x", b"hello" * 1000]
+    path = tmp_path / "tf.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+    assert path.read_bytes() == b"".join(tfrecord.encode_record(r) for r in records)
+    assert list(tfrecord.read_records(path)) == records
+    corrupt = tmp_path / "corrupt.tfrecord"
+    corrupt.write_bytes(path.read_bytes()[:-1] + b"\0")
+    with pytest.raises(tfrecord.CorruptRecordError, match="corrupted record data"):
+        list(tfrecord.read_records(corrupt))
