@@ -104,7 +104,7 @@ def predict_request(
     request = predict_pb2.PredictRequest()
     model_spec(request.model_spec, model, version, label, signature)
     for alias, value in inputs.items():
-        request.inputs[alias].CopyFrom(tensors.make_tensor_proto(value))
+        tensors.fill_tensor_proto(request.inputs[alias], value)
     if outputs:
         request.output_filter.extend(outputs)
     return request

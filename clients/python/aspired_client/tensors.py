@@ -15,7 +15,7 @@ bfloat16 input is built with `make_tensor_proto(values, dtype="bfloat16")` from 
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -117,6 +117,14 @@ def make_tensor_proto(values: Any, dtype: npt.DTypeLike | str | None = None) -> 
     it; `dtype` (numpy dtype or TF name) converts the values first."""
     if isinstance(values, TensorProto):
         return values
+    return fill_tensor_proto(TensorProto(), values, dtype)
+
+
+def fill_tensor_proto(proto: Any, values: Any, dtype: npt.DTypeLike | str | None = None) -> Any:
+    """`make_tensor_proto` written into an empty TensorProto `proto` (a map entry of a request: no copy)."""
+    if isinstance(values, TensorProto):
+        proto.CopyFrom(values)
+        return proto
     target = None if dtype is None else data_type(dtype)
     if target == types_pb2.DT_STRING:
         array = np.asarray(values, dtype=object)
@@ -129,7 +137,7 @@ def make_tensor_proto(values: Any, dtype: npt.DTypeLike | str | None = None) -> 
         if not isinstance(values, np.ndarray | np.generic):
             array = _python_default(array)
         target = data_type(array.dtype)
-    proto = TensorProto(dtype=cast(Any, target))
+    proto.dtype = target
     shape = proto.tensor_shape
     shape.SetInParent()
     for size in array.shape:
