@@ -16,8 +16,12 @@ def _family_of(sample_name: str, families: Mapping[str, object]) -> str:
     return sample_name
 
 
-def _format(value: float) -> str:
-    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+def _format(value: float, texts: Sequence[str]) -> str:
+    """The sum, written as the processes wrote their numbers: TF's counters as integers, prometheus-client's
+    values as Python floats (`3.0`)."""
+    if value.is_integer() and abs(value) < 2**53 and all(t.lstrip("-").isdigit() for t in texts):
+        return str(int(value))
+    return repr(value)
 
 
 def merge_expositions(pages: Sequence[bytes]) -> bytes:
@@ -51,6 +55,6 @@ def merge_expositions(pages: Sequence[bytes]) -> bytes:
             elif key.split("{", 1)[0].endswith("_created"):  # a creation time: the earliest, not a sum
                 text = min(values, key=float)
             else:
-                text = _format(sum(float(v) for v in values))
+                text = _format(sum(float(v) for v in values), values)
             out.append(f"{key} {text}")
     return ("\n".join(out) + "\n").encode()

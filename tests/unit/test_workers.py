@@ -194,6 +194,8 @@ def test_merged_page_sums_series_of_every_process() -> None:
         b"aspired_batch_size_created 99.5\n"
     )
     other = b':tensorflow:serving:request_count{model_name="m",status="OK"} 5\n'
+    floats = b'aspired_requests_total{code="OK"} 2.0\n'
+    assert merge_expositions([floats, floats]) == b'aspired_requests_total{code="OK"} 4.0\n'
     assert merge_expositions([owner, frontend, frontend.replace(b"} 2", b"} 5")]).decode().splitlines() == [
         "# TYPE :tensorflow:serving:request_count counter",
         ':tensorflow:serving:request_count{model_name="m",status="OK"} 7',
