@@ -82,6 +82,7 @@ class Link:
     listening: bool = False
     alive: bool = True
     closed: anyio.Event = field(default_factory=anyio.Event)  # its control socket reached EOF
+    started: float = field(default_factory=anyio.current_time)
 
 
 @dataclass
@@ -178,6 +179,10 @@ class FrontendWorkers:
                 if not self._links:
                     self._stopped.set()
                 break
+            if not link.listening and self._all_listening is not None and not self._all_listening.is_set():
+                from svc.server import StartupError
+
+                raise StartupError(f"UNAVAILABLE: frontend worker {index} exited with status {code} at start-up")
             log.error("frontend_worker_exited", index=index, pid=link.process.pid, returncode=code,
                       message="restarting it; its in-flight calls failed")
             failures = failures + 1 if anyio.current_time() - started < 10 else 0
@@ -217,6 +222,8 @@ class FrontendWorkers:
                     link.lease.release(message[1])
                 case "listening":
                     link.listening = True
+                    log.info("frontend_worker_listening", index=link.index, pid=link.process.pid,
+                             seconds=round(anyio.current_time() - link.started, 3))
                     self._poke()
                     if self._all_listening is not None and all(
                         k.listening for k in self._links.values()

@@ -115,26 +115,23 @@ class Arena:
 @dataclass(frozen=True, slots=True)
 class ArrayRef:
     """Where an array lies in an arena. `kind` is "raw" (the array's own bytes) or "objects" (a byte-string
-    array: int64 lengths, then the bytes); `dtype` is numpy's dtype string, or the ml_dtypes name."""
+    array: int64 lengths, then the bytes); `dtype` is numpy's dtype string, or the dtype itself."""
 
     kind: str
-    dtype: str
+    dtype: str | np.dtype[Any]
     shape: tuple[int, ...]
     offset: int
     nbytes: int
 
 
-def _dtype_text(dtype: np.dtype[Any]) -> str:
-    return dtype.name if dtype.kind == "V" else dtype.str  # bfloat16 & co. are void-kind to numpy
+def _dtype_text(dtype: np.dtype[Any]) -> str | np.dtype[Any]:
+    """numpy's dtype string (cheap to send), or the dtype itself where the string loses it: ml_dtypes'
+    bfloat16 & co. and TF's quantized types (structured) are void-kind to numpy."""
+    return dtype if dtype.kind == "V" else dtype.str
 
 
-def _dtype_of(text: str) -> np.dtype[Any]:
-    if text[:1] in "<>|=":
-        return np.dtype(text)
-    import ml_dtypes  # bfloat16, float8_*: the same types svc.wire.tensor_proto uses
-
-    dtype: np.dtype[Any] = np.dtype(getattr(ml_dtypes, text))
-    return dtype
+def _dtype_of(text: str | np.dtype[Any]) -> np.dtype[Any]:
+    return np.dtype(text)
 
 
 def _object_bytes(array: Array) -> tuple[Array, list[bytes], bool]:
