@@ -73,6 +73,20 @@ def bind_shared(host: str, port: int) -> socket.socket:
     raise error
 
 
+Listen = tuple[str, int] | None  # ("port", P): bind it with SO_REUSEPORT; ("fd", N): a socket handed down
+
+
+def listening_socket(host: str, listen: tuple[str, int]) -> socket.socket:
+    kind, number = listen
+    if kind == "fd":
+        sock = socket.socket(fileno=number)
+    else:
+        sock = bind_shared(host, number)
+        sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
 class RemoteBackend:
     """The model owner seen from a frontend: `submit` (the Batcher's signature), `reload`, `scrape`."""
 
@@ -200,7 +214,7 @@ async def serve_frontend(channel: Channel, requests_fd: int, replies_fd: int, in
     hello = await channel.receive()
     if hello is None or hello[0] != "hello":
         return 1
-    _, options, grpc_port, rest_port, unix_fd = hello
+    _, options, grpc_listen, rest_listen, unix_fd = hello
     options = cast(opts.Options, options)
     configure_logging(options.log_format, options.log_level, worker=f"frontend-{index}")
     mirror = Mirror()
@@ -246,7 +260,7 @@ async def serve_frontend(channel: Channel, requests_fd: int, replies_fd: int, in
         tg.start_soon(read_owner, tg)
         await first_snapshot.wait()
         tg.start_soon(readiness.run)
-        await _serve(tg, options, core, requests, readiness, backend, mirror, grpc_port, rest_port, unix_fd,
+        await _serve(tg, options, core, requests, readiness, backend, mirror, grpc_listen, rest_listen, unix_fd,
                      channel, drain)
         tg.cancel_scope.cancel()
     channel.send(("drained",))
@@ -256,7 +270,7 @@ async def serve_frontend(channel: Channel, requests_fd: int, replies_fd: int, in
 
 async def _serve(
     tg: TaskGroup, options: opts.Options, core: api.Core, requests: RequestLog, readiness: WorkerReadiness,
-    backend: RemoteBackend, mirror: Mirror, grpc_port: int, rest_port: int, unix_fd: int | None,
+    backend: RemoteBackend, mirror: Mirror, grpc_listen: Listen, rest_listen: Listen, unix_fd: int | None,
     channel: Channel, drain: anyio.Event,
 ) -> None:
     from svc.server import _drain, _serve_rest  # the same hypercorn setup and drain as one process
@@ -271,10 +285,8 @@ async def _serve(
     codec = RequestLimitCodec(options.max_request_bytes)
     ssl_context = tls.server_context(opts.ssl_config(options))
     servers: list[GrpcServer] = []
-    if grpc_port:
-        sock = bind_shared("0.0.0.0", grpc_port)
-        sock.listen(1024)
-        sock.setblocking(False)
+    if grpc_listen is not None:
+        sock = listening_socket("0.0.0.0", grpc_listen)
         servers.append(GrpcServer(handlers, codec=codec))
         await servers[-1].start(sock=sock, ssl=ssl_context)
     if unix_fd is not None:
@@ -282,7 +294,7 @@ async def _serve(
         await servers[-1].start(sock=socket.socket(fileno=unix_fd))
     stop_rest, rest_done = anyio.Event(), anyio.Event()
     rest: RestApi | None = None
-    if rest_port:
+    if rest_listen is not None:
         monitoring = opts.monitoring_config(options)
         metrics_path = None
         if monitoring.prometheus_config.enable:
@@ -294,9 +306,7 @@ async def _serve(
         assert core.metrics is not None
         rest = WorkerRestApi(backend, mirror, core, requests, readiness, core.metrics, rest_options)
         rest.v2 = V2Routes(rest, readiness, None)
-        rest_sock = bind_shared("::", rest_port)
-        rest_sock.listen(1024)
-        rest_sock.setblocking(False)
+        rest_sock = listening_socket("::", rest_listen)
         tg.start_soon(_serve_rest, rest, rest_sock, options, ssl_context, stop_rest, rest_done)
     else:
         rest_done.set()

@@ -87,13 +87,31 @@ class Link:
 
 @dataclass
 class Ports:
+    """Where the frontends listen: a port each binds with SO_REUSEPORT, or a listening socket handed to all
+    of them (the UNIX socket; sockets `serve` was given), which they then accept from together."""
+
     grpc: int
     rest: int
     unix: socket.socket | None
     reserved: list[socket.socket] = field(default_factory=list)  # bound, not listening: holds the ports
+    grpc_listener: socket.socket | None = None
+    rest_listener: socket.socket | None = None
+
+    def handed(self) -> list[socket.socket]:
+        return [s for s in (self.unix, self.grpc_listener, self.rest_listener) if s is not None]
+
+    def spec(self) -> tuple[Any, ...]:
+        """(gRPC, REST, UNIX) as a frontend receives them: ("port", P), ("fd", N) or None each."""
+        def one(port: int, listener: socket.socket | None) -> tuple[str, int] | None:
+            if listener is not None:
+                return ("fd", listener.fileno())
+            return ("port", port) if port else None
+
+        return (one(self.grpc, self.grpc_listener), one(self.rest, self.rest_listener),
+                None if self.unix is None else self.unix.fileno())
 
     def close(self) -> None:
-        for sock in [*self.reserved, *([self.unix] if self.unix is not None else [])]:
+        for sock in [*self.reserved, *self.handed()]:
             sock.close()
 
 
@@ -148,21 +166,18 @@ class FrontendWorkers:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         feeds_fd, outputs_fd = create_segment(DEFAULT_ARENA_BYTES), create_segment(DEFAULT_ARENA_BYTES)
         fds = [child.fileno(), feeds_fd, outputs_fd]
-        unix_fd = None
-        if ports.unix is not None:
-            unix_fd = ports.unix.fileno()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         try:
             process = await anyio.open_process(
                 [sys.executable, "-m", "svc.workers.frontend_main", *(str(fd) for fd in fds), str(index)],
                 stdin=subprocess.DEVNULL, stdout=None, stderr=None, env=env,
-                pass_fds=[*fds, *([unix_fd] if unix_fd is not None else [])],
+                pass_fds=[*fds, *(sock.fileno() for sock in ports.handed())],
             )
         finally:
             child.close()
         link = Link(index, process, await Channel.open(parent), Arena(feeds_fd), Arena(outputs_fd))
-        link.channel.send(("hello", self._options, ports.grpc, ports.rest, unix_fd))
+        link.channel.send(("hello", self._options, *ports.spec()))
         self._links[index] = link
         self._publish(link)
         log.info("frontend_worker_started", index=index, pid=process.pid)

@@ -38,9 +38,9 @@ _MAX_HEADER = 1 << 30
 def create_segment(size: int) -> int:
     """An anonymous shared-memory file of `size` bytes; returns its descriptor (inheritable by children)."""
     if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("aspired-arena", 0)
+        fd = os.memfd_create("svc-worker-ring", 0)
     else:  # pragma: no cover - non-Linux fallback: an unlinked temporary file
-        fd, path = tempfile.mkstemp(prefix="aspired-arena-")
+        fd, path = tempfile.mkstemp(prefix="svc-worker-ring-")
         os.unlink(path)
     os.ftruncate(fd, size)
     return fd
