@@ -16,6 +16,7 @@ checks the output against the per-element writer on random tensors and bit patte
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
@@ -29,15 +30,16 @@ Decimal: TypeAlias = Callable[[float, bool], str]
 
 # Doubles need 64 significand bits to hold the midpoints between neighbours and 17 digits with margin.
 EXTENDED_DOUBLES = np.finfo(np.longdouble).nmant >= 63
-_CHUNK = 1 << 18  # elements per pass: bounds the byte matrices (~30 bytes an element)
+_CHUNK = 1 << 16  # elements per pass: bounds the byte matrices (~30 bytes an element)
 _U8 = np.uint8
 
 
 def tokens_supported(array: Array) -> bool:
     """Whether this module writes an array of this (already converted) type."""
     kind = array.dtype.kind
-    if kind == "f":
-        return array.dtype == np.float32 or (array.dtype == np.float64 and EXTENDED_DOUBLES)
+    if kind == "f":  # the point is placed in little-endian uint64 words
+        little = sys.byteorder == "little"
+        return little and (array.dtype == np.float32 or (array.dtype == np.float64 and EXTENDED_DOUBLES))
     return kind in "iub"
 
 
@@ -68,8 +70,7 @@ def _round_digits(value: Array, precision: int) -> tuple[Array, Array, Array]:
     """For positive finite values: the `precision` significant digits rounded to nearest (an integer in
     [10**(p-1), 10**p)), the decimal exponent of the first digit, and where the rounding is too close to a tie
     to be trusted."""
-    eps = _EPS[value.dtype]
-    exponent = np.floor(np.log10(value.astype(np.float64))).astype(np.intp)
+    exponent = np.floor(np.log10(value.astype(np.float64, copy=False))).astype(np.intp)
     low, high = 10.0 ** (precision - 1), 10.0**precision
     for _ in range(3):  # log10 may be off by one next to powers of ten
         scaled = _scale(value, precision - 1 - exponent)
@@ -78,10 +79,11 @@ def _round_digits(value: Array, precision: int) -> tuple[Array, Array, Array]:
             break
         exponent = exponent - too_small + too_big
     digits = np.rint(scaled)
-    unsure = np.abs(scaled - np.floor(scaled) - 0.5) <= scaled * (2 * eps)
-    unsure |= (scaled < low) | (scaled >= high)
+    # scaled is within 2 epsilon of the exact product: a fraction that close to .5 could round either way
+    unsure = np.abs(np.abs(scaled - digits) - 0.5) <= high * (2 * _EPS[value.dtype])
+    unsure |= too_small | too_big
     carry = digits >= high
-    digits = np.where(carry, low, digits)
+    digits[carry] = low
     return digits.astype(np.int64), exponent + carry, unsure
 
 
@@ -92,8 +94,15 @@ def _decimal_parts(values: Array) -> tuple[Array, Array, Array, Array]:
     wide = values.astype(np.longdouble if is_double else np.float64)
     precision = 17 if is_double else 9
     magnitude = np.abs(wide)
-    short, short_exp, short_unsure = _round_digits(magnitude, 6)
-    full, full_exp, full_unsure = _round_digits(magnitude, precision)
+    full, full_exp, unsure = _round_digits(magnitude, precision)
+    # The 6 digits of `%g` from those: exact unless the dropped digits are exactly a half (a double rounding).
+    drop = 10 ** (precision - 6)
+    short, rest = np.divmod(full, drop)
+    unsure |= rest == drop // 2
+    short += rest > drop // 2
+    carry = short >= 10**6
+    short[carry] = 10**5
+    short_exp = full_exp + carry
     # `%g` round-trips iff its 6 digits lie strictly between the midpoints to the value's neighbours.
     absolute = np.abs(values)
     below = np.nextafter(absolute, absolute.dtype.type(0)).astype(wide.dtype)
@@ -104,9 +113,8 @@ def _decimal_parts(values: Array) -> tuple[Array, Array, Array, Array]:
     back = _scale(short.astype(wide.dtype), short_exp - 5)
     margin = back * (2 * _EPS[wide.dtype])
     inside = (back > low + margin) & (back < high - margin)
-    outside = (back < low - margin) | (back > high + margin)
-    unsure = short_unsure | (~inside & ~outside) | (outside & full_unsure)
-    digits = np.where(inside, short * 10 ** (precision - 6), full)
+    unsure |= ~inside & ((back >= low - margin) & (back <= high + margin))
+    digits = np.where(inside, short * drop, full)
     return digits, np.where(inside, short_exp, full_exp), np.where(inside, 6, precision), unsure
 
 
@@ -116,15 +124,39 @@ def _table(texts: Sequence[bytes]) -> Array:
     return np.frombuffer(b"".join(t.ljust(width, b"\0") for t in texts), dtype=_U8).reshape(len(texts), width)
 
 
-def _digit_columns(number: Array, width: int) -> Array:
-    """The `width` decimal digits (ASCII) of non-negative integers, most significant first."""
-    out = np.empty((number.shape[0], width), dtype=_U8)
+def _dot_masks(precision: int) -> tuple[Array, Array, Array]:
+    """For each (point, length) as point * (precision + 2) + length, uint64 words over the bytes of the
+    digits-and-point text: which digits stay, which move up a byte (after the point), and the point itself;
+    only the first `length` bytes count."""
+    words = (precision + 8) // 8
+    keep, moved, dot = [], [], []
+    for point in range(precision + 2):
+        for length in range(precision + 2):
+            columns = np.arange(8 * words)
+            used = columns < length
+            keep.append(np.where((columns < point) & used, 0xFF, 0).astype(_U8))
+            moved.append(np.where((columns > point) & used, 0xFF, 0).astype(_U8))
+            dot.append(np.where((columns == point) & used, ord("."), 0).astype(_U8))
+    # one row per word, so that each word is a 1-d gather
+    return tuple(np.stack(masks).view(np.uint64).T.copy() for masks in (keep, moved, dot))  # type: ignore[return-value]
+
+
+_DOT_MASKS = {precision: _dot_masks(precision) for precision in (9, 17)}
+
+
+def _digit_columns(number: Array, width: int, out: Array | None = None) -> Array:
+    """The `width` decimal digits (ASCII) of non-negative integers, most significant first (into the first
+    `width` columns of `out` if given)."""
+    if out is None:
+        out = np.empty((number.shape[0], width), dtype=_U8)
+    rows = np.empty((width, number.shape[0]), dtype=_U8)  # digit by digit, contiguous
     rest = number.astype(np.int32) if width <= 9 else number.copy()
     for column in range(width - 1, -1, -1):
         quotient = rest // 10
-        out[:, column] = rest - quotient * 10
+        rows[column] = rest - quotient * 10
         rest = quotient
-    out += ord("0")
+    rows += ord("0")
+    out[:, :width] = rows.T
     return out
 
 
@@ -153,7 +185,9 @@ def _float_segments(values: Array, decimal: Decimal) -> list[Array]:
     any_unsure = bool(unsure.any())
     if any_special or any_unsure:
         regular = ~(special | unsure)
-    matrix = _digit_columns(digits, precision)
+    words = (precision + 8) // 8  # the digits and a '.', in uint64 words
+    matrix = np.zeros((count, 8 * words), dtype=_U8)
+    _digit_columns(digits, precision, matrix)
     # Trailing zeros are dropped (`%g`): `significant` digits remain.
     significant = np.full(count, precision, dtype=np.intp)
     trailing = np.ones(count, dtype=bool)
@@ -169,7 +203,7 @@ def _float_segments(values: Array, decimal: Decimal) -> list[Array]:
         whole &= regular
         scientific &= regular
     # the digits with a '.' after the first `point` of them, cut after `length` bytes
-    point = np.where(whole, exponent + 1, np.where(scientific, 1, precision + 1)).astype(_U8)
+    point = np.where(whole, exponent + 1, np.where(scientific, 1, precision + 1))
     length = np.where(
         whole,
         np.maximum(significant, exponent + 1) + 1,
@@ -177,15 +211,17 @@ def _float_segments(values: Array, decimal: Decimal) -> list[Array]:
     )
     if any_special or any_unsure:
         length = length * regular
-    columns = np.arange(precision + 1, dtype=_U8)[None, :]
-    before = columns < point[:, None]
-    after = columns > point[:, None]
-    dotted = np.empty((count, precision + 1), dtype=_U8)
-    dotted[:, :precision] = matrix * before[:, :precision]
-    dotted[:, precision] = 0
-    dotted[:, 1:] += matrix * after[:, 1:]
-    dotted += (~(before | after)) * np.uint8(ord("."))
-    dotted *= columns < length.astype(_U8)[:, None]
+    # whole uint64 words at a time: digits before the point, the point, digits after it moved up a byte
+    keep, moved, dot = _DOT_MASKS[precision]
+    select = point * (precision + 2) + length
+    plain = matrix.view(np.uint64)
+    shifted = plain << np.uint64(8)
+    shifted[:, 1:] |= plain[:, :-1] >> np.uint64(56)
+    for word in range(words):
+        plain[:, word] &= keep[word].take(select)
+        plain[:, word] |= shifted[:, word] & moved[word].take(select)
+        plain[:, word] |= dot[word].take(select)
+    dotted = matrix[:, : precision + 1]
     segments = []
     if any_special or bool(np.signbit(values).any()):
         sign = np.signbit(values) & ~nan
@@ -269,8 +305,7 @@ def _join(
         chunk = flat[start : start + _CHUNK]
         roll = rollovers[start : start + chunk.shape[0]]
         matrix = np.concatenate([table[roll], *_element_segments(chunk, decimal)], axis=1)
-        flat_bytes = matrix.reshape(-1)
-        out.append(flat_bytes[np.flatnonzero(flat_bytes)].tobytes())
+        out.append(matrix.tobytes().translate(None, b"\0"))
     return b"".join(out)
 
 

@@ -52,8 +52,12 @@ def parse_predict(body: bytes, get_input_map: Callable[[str], Mapping[str, int]]
     if not input_map:
         return None
     # numpy would read JSON booleans among numbers as 0/1: bodies with `true`/`false` anywhere (even in a
-    # string) go the exact way unless the tensor is bool.
-    has_bools = b"true" in body or b"false" in body
+    # string) go the exact way unless the tensor is bool. A `t` or `f` after the first `[` (memchr fast) is
+    # needed for either.
+    start = body.find(b"[")
+    has_bools = (body.find(b"t", start) >= 0 or body.find(b"f", start) >= 0) and (
+        b"true" in body or b"false" in body
+    )
     if "instances" in doc:
         if "inputs" in doc:
             return None
