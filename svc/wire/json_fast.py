@@ -299,12 +299,19 @@ def _join(
 ) -> bytes:
     """The elements' texts, each preceded by `separators[r]` (r: axes starting over there; index 0 gets none)."""
     table = _table([*separators, *[b""] * (len(shape) + 2 - len(separators))])
+    width = -(-table.shape[1] // 8) * 8  # in whole uint64 words: a 1-d gather per word
+    words = np.zeros((table.shape[0], width), dtype=_U8)
+    words[:, : table.shape[1]] = table
+    word_table = words.view(np.uint64).T.copy()
     rollovers = _rollovers(shape, levels)
     out = []
     for start in range(0, flat.shape[0], _CHUNK):
         chunk = flat[start : start + _CHUNK]
         roll = rollovers[start : start + chunk.shape[0]]
-        matrix = np.concatenate([table[roll], *_element_segments(chunk, decimal)], axis=1)
+        separator = np.empty((chunk.shape[0], word_table.shape[0]), dtype=np.uint64)
+        for word, column in enumerate(word_table):
+            separator[:, word] = column.take(roll)
+        matrix = np.concatenate([separator.view(_U8), *_element_segments(chunk, decimal)], axis=1)
         out.append(matrix.tobytes().translate(None, b"\0"))
     return b"".join(out)
 

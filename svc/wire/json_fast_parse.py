@@ -10,6 +10,7 @@ texts and offsets stay TF Serving's).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
@@ -39,6 +40,18 @@ Parsed: TypeAlias = tuple[str, dict[str, Array], bool]  # signature name, tensor
 
 def parse_predict(body: bytes, get_input_map: Callable[[str], Mapping[str, int]]) -> Parsed | None:
     """(signature name, tensors, row format) or None where the exact path must decide."""
+    # A tensor body makes one Python list per innermost row: keep the collector from walking the whole heap
+    # again and again while they are made (they are garbage once the arrays are built).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _parse(body, get_input_map)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _parse(body: bytes, get_input_map: Callable[[str], Mapping[str, int]]) -> Parsed | None:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
