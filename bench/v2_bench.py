@@ -55,7 +55,7 @@ def loadgen(port: int, target: str, args: argparse.Namespace) -> dict[str, Any]:
 def table(runs: list[dict[str, dict[str, Any]]], args: argparse.Namespace) -> list[str]:
     setup = (
         f"`python bench/v2_bench.py --duration {args.duration:g} --concurrency {args.concurrency} --runs "
-        f"{args.runs} --processes {args.processes}` on {dt.date.today().isoformat()}, {platform.machine()} with "
+        f"{args.runs} --processes {args.processes} --targets {args.targets}` on {dt.date.today().isoformat()}, {platform.machine()} with "
         f"{CPUS} CPUs, Python {platform.python_version()}; one server (batching off, request log off) and the "
         f"load generator ({args.processes} process(es)) share the machine. Each request is one row (`images` "
         "[1, 784] float32), closed loop; the targets run one after the other, order rotated every repetition; "
@@ -66,15 +66,75 @@ def table(runs: list[dict[str, dict[str, Any]]], args: argparse.Namespace) -> li
         setup, "", "| target | rps | p50 ms | p99 ms | rps ratio to Predict |", "|---|---|---|---|---|",
     ]
     for target, (label, _) in TARGETS.items():
+        if target not in runs[0]:
+            continue
         rps = statistics.median(r[target]["rps"] for r in runs)
         p50 = statistics.median(r[target]["p50_ms"] for r in runs)
         p99 = statistics.median(r[target]["p99_ms"] for r in runs)
         ratio = statistics.median(r[target]["rps"] / r["grpc"]["rps"] for r in runs)
         lines.append(f"| {label} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {ratio:.3f} |")
+    costs = codec_costs()
+    lines += [
+        "",
+        (
+            "Per-request protocol work in the server (parse + decode the request, build + serialize the answer; "
+            f"no TensorFlow run), in process, best of 5: Predict {costs['predict']:.1f} µs, V2 gRPC "
+            f"{costs['v2']:.1f} µs."
+        ),
+    ]
     if args.note:
         lines += ["", args.note]
     lines.append(END)
     return lines
+
+
+def codec_costs(repeat: int = 2000) -> dict[str, float]:
+    """Microseconds per request of each protocol's own work in the server, in process and without TensorFlow
+    running: parse the request and turn it into numpy (Predict: PredictRequest + tensor_content; V2:
+    ModelInferRequest + raw_input_contents), then build and serialize the answer for the MLP's outputs
+    (Predict: typed float_val/int64_val; V2: raw_output_contents)."""
+    import timeit
+
+    import numpy as np
+    from tensorflow.core.framework import types_pb2
+    from tensorflow_serving.apis import predict_pb2
+
+    from svc._proto.inference import grpc_service_pb2 as pb
+    from svc.inference import predict as api
+    from svc.wire import tensor_proto, v2_request
+
+    row = np.random.default_rng(3).random((1, 784), dtype=np.float32)
+    outputs = {"scores": np.random.default_rng(4).random((1, 10), dtype=np.float32),
+               "classes": np.array([3], dtype=np.int64)}
+    predict = predict_pb2.PredictRequest()
+    predict.model_spec.name = MODEL
+    predict.inputs["images"].CopyFrom(tensor_proto.from_ndarray(row, types_pb2.DT_FLOAT, as_content=True))
+    predict_wire = predict.SerializeToString()
+    v2 = pb.ModelInferRequest(model_name=MODEL, raw_input_contents=[row.tobytes()])
+    v2.inputs.add(name="images", datatype="FP32", shape=row.shape)
+    v2_wire = v2.SerializeToString()
+
+    def tf_serving() -> bytes:
+        request = predict_pb2.PredictRequest.FromString(predict_wire)
+        tensor_proto.to_ndarray(request.inputs["images"])
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = MODEL
+        for alias, array in outputs.items():
+            response.outputs[alias].CopyFrom(api.output_tensor(array, tensor_proto.data_type_of(array), False))
+        return bytes(response.SerializeToString())
+
+    def open_inference() -> bytes:
+        request = v2_request.parse_grpc_request(pb.ModelInferRequest.FromString(v2_wire))
+        answer = v2_request.InferResponse(MODEL, "1", "", tuple(
+            v2_request.InferOutput(alias, "FP32" if a.dtype == np.float32 else "INT64", a)
+            for alias, a in outputs.items()
+        ))
+        return bytes(v2_request.grpc_response(answer, request.raw).SerializeToString())
+
+    return {
+        name: min(timeit.repeat(fn, number=repeat, repeat=5)) / repeat * 1e6
+        for name, fn in (("predict", tf_serving), ("v2", open_inference))
+    }
 
 
 def write_results(lines: list[str]) -> None:
@@ -96,12 +156,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset of " + ",".join(TARGETS))
     parser.add_argument("--no-results", action="store_true", help="do not touch bench/RESULTS.md")
     parser.add_argument("--note", default="", help="a paragraph written under the table")
     args = parser.parse_args()
     export_model(args.hidden)
     runs: list[dict[str, dict[str, Any]]] = []
-    order = list(TARGETS)
+    order = [t for t in TARGETS if t in args.targets.split(",")]
+    if "grpc" not in order:
+        parser.error("--targets must include grpc (the reference)")
     with serving("v2", batching=False) as server:
         for rep in range(args.runs):
             run: dict[str, dict[str, Any]] = {}

@@ -194,6 +194,8 @@ def format_json_response(response: InferResponse, request: InferRequest) -> tupl
 
 def grpc_parameters(params: Mapping[str, Any]) -> Parameters:
     out: Parameters = {}
+    if not params:
+        return out
     for key, value in params.items():
         choice = value.WhichOneof("parameter_choice")
         if choice is not None:
@@ -203,29 +205,31 @@ def grpc_parameters(params: Mapping[str, Any]) -> Parameters:
 
 def parse_grpc_request(request: pb.ModelInferRequest) -> InferRequest:
     raw_contents: Sequence[bytes] = request.raw_input_contents
-    if raw_contents and len(raw_contents) != len(request.inputs):
+    tensors = request.inputs
+    if raw_contents and len(raw_contents) != len(tensors):
         raise invalid_argument(
-            f"{len(raw_contents)} raw_input_contents for {len(request.inputs)} inputs: give one per input or none"
+            f"{len(raw_contents)} raw_input_contents for {len(tensors)} inputs: give one per input or none"
         )
     inputs = []
-    for i, tensor in enumerate(request.inputs):
-        shape = list(tensor.shape)
+    for i, tensor in enumerate(tensors):
+        name, datatype, shape = tensor.name, tensor.datatype, tuple(tensor.shape)
         if raw_contents:
             if tensor.HasField("contents"):
-                raise invalid_argument(
-                    f"tensor '{tensor.name}': contents and raw_input_contents are both given"
-                )
-            array = v2_tensor.from_raw(tensor.name, tensor.datatype, shape, raw_contents[i])
+                raise invalid_argument(f"tensor '{name}': contents and raw_input_contents are both given")
+            array = v2_tensor.from_raw(name, datatype, shape, raw_contents[i])
         else:
-            array = v2_tensor.from_contents(tensor.name, tensor.datatype, shape, tensor.contents)
-        inputs.append(InferInput(tensor.name, tensor.datatype, array))
-    for out in request.outputs:
-        if "classification" in out.parameters:
-            raise invalid_argument(f"output '{out.name}': the classification extension is not supported")
+            array = v2_tensor.from_contents(name, datatype, shape, tensor.contents)
+        inputs.append(InferInput(name, datatype, array))
+    outputs: tuple[RequestedOutput, ...] = ()
+    if request.outputs:
+        for out in request.outputs:
+            if "classification" in out.parameters:
+                raise invalid_argument(f"output '{out.name}': the classification extension is not supported")
+        outputs = tuple(RequestedOutput(o.name) for o in request.outputs)
     return InferRequest(
         request.model_name, request.model_version, request.id, grpc_parameters(request.parameters),
-        tuple(inputs), tuple(RequestedOutput(o.name) for o in request.outputs),
-        raw=bool(raw_contents) or not request.inputs,  # no inputs: raw, as Triton always answers
+        tuple(inputs), outputs,
+        raw=bool(raw_contents) or not tensors,  # no inputs: raw, as Triton always answers
     )
 
 
@@ -241,21 +245,18 @@ def set_parameter(message: Any, value: Parameter) -> None:
 
 
 def grpc_response(response: InferResponse, raw: bool) -> pb.ModelInferResponse:
+    # Raw contents are all or nothing: an FP16/BF16 output (no typed field) makes every output raw.
+    raw = raw or any(o.datatype not in v2_tensor.CONTENTS_FIELD for o in response.outputs)
     message = pb.ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version, id=response.id
     )
     for key, value in response.parameters.items():
         set_parameter(message.parameters[key], value)
+    tensors = message.outputs
     for out in response.outputs:
-        tensor = message.outputs.add(name=out.name, datatype=out.datatype, shape=out.array.shape)
-        if raw or out.datatype not in v2_tensor.CONTENTS_FIELD:
-            message.raw_output_contents.append(v2_tensor.to_raw(out.array, out.datatype))
-        else:
+        tensor = tensors.add(name=out.name, datatype=out.datatype, shape=out.array.shape)
+        if not raw:
             v2_tensor.fill_contents(tensor.contents, out.array, out.datatype)
-    if message.raw_output_contents and len(message.raw_output_contents) != len(message.outputs):
-        # raw contents are all or nothing: an FP16/BF16 output among typed ones makes every output raw
-        del message.raw_output_contents[:]
-        for tensor, out in zip(message.outputs, response.outputs, strict=True):
-            tensor.ClearField("contents")
-            message.raw_output_contents.append(v2_tensor.to_raw(out.array, out.datatype))
+    if raw:
+        message.raw_output_contents.extend([v2_tensor.to_raw(o.array, o.datatype) for o in response.outputs])
     return message

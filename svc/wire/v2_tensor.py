@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,6 +81,7 @@ CONTENTS_FIELD: dict[str, str] = {
     "BYTES": "bytes_contents",
 }
 _LENGTH = struct.Struct("<I")
+_NATIVE_IS_LITTLE = sys.byteorder == "little"
 
 
 def datatype_of(dtype: int, tensor: str) -> str:
@@ -102,7 +104,7 @@ def check_datatype(datatype: str, tensor: str) -> np.dtype[Any]:
 
 
 def element_count(shape: Sequence[int], tensor: str) -> int:
-    if any(d < 0 for d in shape):
+    if shape and min(shape) < 0:
         raise invalid_argument(f"tensor '{tensor}': shape {list(shape)} has a negative dimension")
     count = math.prod(shape)
     if count > MAX_ELEMENTS:
@@ -130,8 +132,9 @@ def from_raw(tensor: str, datatype: str, shape: Sequence[int], raw: bytes | memo
             f"tensor '{tensor}': {len(raw)} bytes of {datatype} data for shape {list(shape)}, "
             f"expected {expected}"
         )
-    array = np.frombuffer(raw, dtype=_LITTLE[datatype]).reshape(tuple(shape))
-    return array.astype(dtype, copy=False)
+    if _NATIVE_IS_LITTLE:
+        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    return np.frombuffer(raw, dtype=_LITTLE[datatype]).reshape(shape).astype(dtype)
 
 
 def split_bytes(raw: bytes | memoryview, tensor: str) -> list[bytes]:
@@ -231,6 +234,8 @@ def to_raw(array: Array, datatype: str) -> bytes:
     """Raw contents of an output: little-endian elements, or length-prefixed BYTES elements."""
     if datatype == "BYTES":
         return b"".join(_LENGTH.pack(len(b)) + b for b in (_as_bytes(v) for v in array.ravel()))
+    if _NATIVE_IS_LITTLE and array.dtype == NUMPY[datatype]:
+        return array.tobytes()  # C order, whatever the array's strides
     return np.ascontiguousarray(array, dtype=_LITTLE[datatype]).tobytes()
 
 
