@@ -53,7 +53,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     text = config.read_text().rstrip().removesuffix("}")
     text += f'  config {{\n    name: "identity"\n    base_path: "{identity}"\n    model_platform: "tensorflow"\n  }}\n}}\n'
     config.write_text(text)
-    with ServerProcess([f"--model_config_file={config}", "--file_system_poll_wait_seconds=0"]) as process:
+    monitoring = root / "monitoring.config"
+    monitoring.write_text('prometheus_config { enable: true path: "/metrics" }\n')
+    flags = [f"--model_config_file={config}", "--file_system_poll_wait_seconds=0",
+             f"--monitoring_config_file={monitoring}"]
+    with ServerProcess(flags) as process:
         yield process
 
 
@@ -361,6 +365,26 @@ def test_v2_requests_are_logged_like_predict(server: ServerProcess, http: httpx.
     assert (line["model"], line["version"], line["signature"], line["protocol"], line["status"]) == (
         "half_plus_two", 123, "serving_default", "rest", "OK"
     )
+
+
+def test_v2_deadline_and_metrics_are_predicts(server: ServerProcess, http: httpx.Client) -> None:
+    """The batcher's deadline check and the request metrics see V2 calls as they see Predict."""
+    expired = http.post("/v2/models/half_plus_two/infer", json={**infer_body(), "parameters": {"timeout": 0}})
+    assert expired.status_code == 504, expired.text  # Triton's `timeout` (µs) shortens the deadline
+    request = pb.ModelInferRequest(model_name="half_plus_two", raw_input_contents=[b"\0" * 4])
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 1])
+    request.parameters["timeout"].int64_param = 0
+    assert _grpc_error(server, request).code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    request.ClearField("parameters")
+    assert _grpc_call(server, "ModelInfer", request, pb.ModelInferResponse).model_version == "123"
+    text = http.get("/metrics").text
+    counted = [
+        line for line in text.splitlines()
+        if line.startswith("aspired_requests_total{") and 'model="half_plus_two"' in line
+        and 'version="123"' in line and 'api="ModelInfer"' in line and 'protocol="grpc"' in line
+    ]
+    assert any('code="OK"' in line for line in counted), counted
+    assert any('code="DEADLINE_EXCEEDED"' in line for line in counted), counted
 
 
 # -- the unload rule across config-file polls --------------------------------------------------------------
