@@ -10,6 +10,9 @@ from __future__ import annotations
 import io
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -24,6 +27,7 @@ def configure_logging(fmt: str = "json", level: str = "info", worker: str | None
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     else:
         renderer = structlog.processors.JSONRenderer()
+    output = _Output(structlog.PrintLogger(sys.stdout))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -34,7 +38,7 @@ def configure_logging(fmt: str = "json", level: str = "info", worker: str | None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level.lower(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=lambda *args: output,
         cache_logger_on_first_use=True,
     )
 
@@ -53,6 +57,36 @@ def line_buffered_stdout() -> None:
         io.BufferedWriter(io.FileIO(sys.stdout.fileno(), "w", closefd=False), 1 << 16),
         encoding="utf-8", line_buffering=True,
     )
+
+
+_sink: ContextVar[Callable[[str], None] | None] = ContextVar("aspired_log_sink", default=None)
+
+
+@contextmanager
+def log_sink(sink: Callable[[str], None]) -> Iterator[None]:
+    """Send the rendered lines logged in this context (and the tasks and worker threads it starts) to `sink`
+    instead of stdout: one server's lines when several run in one process (the in-process e2e tests)."""
+    token = _sink.set(sink)
+    try:
+        yield
+    finally:
+        _sink.reset(token)
+
+
+class _Output:
+    """structlog's final logger: stdout, or the context's sink when `log_sink` set one."""
+
+    def __init__(self, stdout: structlog.PrintLogger) -> None:
+        self._stdout = stdout
+
+    def msg(self, message: str) -> None:
+        sink = _sink.get()
+        if sink is None:
+            self._stdout.msg(message)
+        else:
+            sink(message)
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
 
 
 def get_logger(**context: Any) -> Any:

@@ -1,5 +1,5 @@
 """Supervisor: starts the actors in dependency order, opens the ports once the initial models are
-AVAILABLE (as TF Serving does), and stops everything on SIGTERM/SIGINT.
+AVAILABLE (as TF Serving does), and stops everything on SIGTERM/SIGINT or when `shutdown_trigger` returns.
 
 Mirrors `model_servers/server.cc` (`Server::BuildAndStart`): build the core, wait for the initial load, then
 listen. A per-item failure is data (a LoadFailed, an error reply); an exception escaping an actor is a bug
@@ -8,6 +8,7 @@ and ends the process non-zero for the orchestrator to restart.
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import os
@@ -15,7 +16,8 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -82,12 +84,30 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     return sock
 
 
+@dataclass(frozen=True, slots=True)
+class Listeners:
+    """Listening sockets bound by the caller (tests bind 127.0.0.1:0 first): used instead of binding `--port` /
+    `--rest_api_port`, which still decide whether the listener runs and name it in the log."""
+
+    grpc: socket.socket | None = None
+    rest: socket.socket | None = None
+
+
 def _inference_threads(options: opts.Options) -> int:
     """Inference threads without --enable_batching (TF Serving runs those calls on its gRPC threads)."""
     return 4 * (os.cpu_count() or 1)
 
 
-async def serve(options: opts.Options) -> int:
+async def serve(
+    options: opts.Options,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    sockets: Listeners | None = None,
+) -> int:
+    """Run the server until SIGTERM/SIGINT, or, when `shutdown_trigger` is given (hypercorn's pattern: no
+    signal handlers then), until the awaitable it returns completes; then drain and stop. `sockets` are
+    listening sockets to serve on instead of binding the ports. (With --frontend_workers > 1 the workers bind
+    the ports and the supervisor stops on signals: neither argument applies.)"""
     await _load_custom_ops(options)  # before any model, and before the freeze below covers their objects
     # TensorFlow's ~300k module-level objects never die: move them out of the collector's way, so the
     # collection after each unload (which frees the old graph's cycles) takes a millisecond, not 300.
@@ -96,6 +116,8 @@ async def serve(options: opts.Options) -> int:
     opts.validate_model_server_config(config)
     names = tuple(m.name for m in config.model_config_list.config)
 
+    # Checked before any stream exists (a stream nobody closes warns when collected).
+    policy = batching_policy(opts.batching_parameters(options), _inference_threads(options))
     manager_send, manager_recv = anyio.create_memory_object_stream[ManagerInbox](math.inf)
     loader_send, loader_recv = anyio.create_memory_object_stream[LoaderInbox](math.inf)
     monitor_send, monitor_recv = anyio.create_memory_object_stream[ServableStateChanged](math.inf)
@@ -161,9 +183,7 @@ async def serve(options: opts.Options) -> int:
     core = api.Core(
         serving_map=serving_map,
         monitor=monitor,
-        batcher=Batcher(
-            batching_policy(opts.batching_parameters(options), _inference_threads(options)), metrics.batch
-        ),
+        batcher=Batcher(policy, metrics.batch),
         tensor_content=options.enable_serialization_as_tensor_content,
         signature_method_name_check=options.enable_signature_method_name_check,
         reloader=watcher,
@@ -191,10 +211,12 @@ async def serve(options: opts.Options) -> int:
             await serve_workers(tg, options, core, watcher, readiness, serving_map)
         else:
             await _run_frontends(
-                tg, options, core, readiness, RequestLog(metrics, options.request_log_sample_rate), watcher
+                tg, options, core, readiness, RequestLog(metrics, options.request_log_sample_rate), watcher,
+                shutdown_trigger, sockets or Listeners(),
             )
         _close_servables(serving_map)
         tg.cancel_scope.cancel()
+    cache.close()  # the copies of remote versions (also at exit, for a start that failed)
     log.info("server_stopped")
     return 0
 
@@ -262,10 +284,16 @@ def _close_servables(serving_map: ServingMapHolder) -> None:
 
 
 async def _run_frontends(
-    tg: TaskGroup, options: opts.Options, core: api.Core, readiness: Readiness, requests: RequestLog,
+    tg: TaskGroup,
+    options: opts.Options,
+    core: api.Core,
+    readiness: Readiness,
+    requests: RequestLog,
     watcher: ConfigWatcher,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None,
+    sockets: Listeners,
 ) -> None:
-    """Open the ports, log TF Serving's lines, serve until SIGTERM/SIGINT, then drain."""
+    """Open the ports, log TF Serving's lines, serve until SIGTERM/SIGINT (or the trigger), then drain."""
     grpc_front = Frontend(core, requests)
     prediction, model_service = PredictionService(grpc_front), ModelService(grpc_front)
     inference = InferenceService(grpc_front, readiness, watcher)
@@ -278,7 +306,7 @@ async def _run_frontends(
     ssl_context = tls.server_context(opts.ssl_config(options))  # one context, both ports, nothing on disk
     if options.port:
         try:
-            grpc_sock = bind_tcp("0.0.0.0", options.port)
+            grpc_sock = sockets.grpc or bind_tcp("0.0.0.0", options.port)
         except OSError as exc:
             raise StartupError(f"UNAVAILABLE: Could not bind gRPC port {options.port}: {exc.strerror}") from exc
         grpc_servers.append(GrpcServer(handlers, codec=codec))
@@ -300,7 +328,7 @@ async def _run_frontends(
         rest = _rest_api(options, core, requests, readiness)
         rest.v2 = V2Routes(rest, readiness, watcher)
         try:
-            rest_sock = bind_tcp("::", options.rest_api_port)
+            rest_sock = sockets.rest or bind_tcp("::", options.rest_api_port)
         except OSError as exc:
             raise StartupError(
                 f"UNAVAILABLE: Could not bind REST port {options.rest_api_port}: {exc.strerror}"
@@ -311,6 +339,11 @@ async def _run_frontends(
     else:
         rest_done.set()
 
+    if shutdown_trigger is not None:
+        await shutdown_trigger()
+        log.info("shutdown_requested", trigger="shutdown_trigger")
+        await _drain(options, readiness, grpc_front, grpc_servers, rest, stop_rest, rest_done)
+        return
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             log.info("shutdown_requested", signal=signal.Signals(signum).name)
@@ -401,8 +434,8 @@ async def _serve_rest(
         done.set()
 
 
-def run(options: opts.Options) -> int:
-    """Entry point from the CLI: returns the process exit code."""
+def run(options: opts.Options, *, sockets: Listeners | None = None) -> int:
+    """Entry point from the CLI: returns the process exit code. SIGTERM/SIGINT stop the server."""
     workers = options.frontend_workers > 1
     if workers:
         line_buffered_stdout()  # the frontend workers write to the same stdout
@@ -410,24 +443,24 @@ def run(options: opts.Options) -> int:
     for flag in opts.ignored_flags(options):
         log.info("flag_ignored", flag=flag, message=f"--{flag} has no effect in this server")
     try:
-        return anyio.run(serve, options, backend="asyncio")
+        return anyio.run(functools.partial(serve, options, sockets=sockets), backend="asyncio")
     except (StartupError, ServingError, BaseExceptionGroup) as exc:
-        error = _startup_error(exc)
+        error = startup_error(exc)
         if error is None:
             raise
         print(f"Failed to start server. Error: {error}", flush=True)  # noqa: T201 (TF Serving prints this)
         return 255
 
 
-def _startup_error(exc: BaseException) -> str | None:
+def startup_error(exc: BaseException) -> str | None:
     """The text of a start-up failure, looking through the task group's exception groups."""
     if isinstance(exc, StartupError):
         return str(exc)
     if isinstance(exc, ServingError):
         return exc.status_text()
     if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        return _startup_error(exc.exceptions[0])
+        return startup_error(exc.exceptions[0])
     return None
 
 
-__all__: Sequence[str] = ("run", "serve")
+__all__: Sequence[str] = ("Listeners", "run", "serve", "startup_error")

@@ -158,6 +158,7 @@ class StoragePoller:
         async with anyio.create_task_group() as tg:
             for model in list(self._models.values()):
                 tg.start_soon(self._poll_one, model)
+        log.debug("storage_polled", polls=self.polls)  # a poll happened: what tests wait on
 
     async def _poll_one(self, model: ModelSource) -> None:
         publication = self._publications[model.name]

@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,14 +266,27 @@ def monitoring_path() -> str:
 
 class EntrypointServer(ServerProcess):
     """The real server started the way the image starts it: `sh deploy/docker/entrypoint.sh ARGS`, with the
-    test's free ports appended (they win, as any appended flag does) and the venv's `aspired` on PATH."""
+    test's ports appended (they win, as any appended flag does). The `aspired` the entrypoint execs is, first
+    on PATH, the console script's `svc.cli.main` run by `tests.e2e.launch` on the sockets this test bound."""
 
     def __init__(self, args: Sequence[str], env: Mapping[str, str]) -> None:
         super().__init__([], env=dict(env))
-        tool("aspired")  # the console script the entrypoint execs
+        tool("aspired")  # the console script the image has
+        self._bin = Path(tempfile.mkdtemp(prefix="aspired-bin-"))
+        shim = self._bin / "aspired"
+        shim.write_text(
+            f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(REPO)!r})\n"
+            "from tests.e2e.launch import main\nraise SystemExit(main())\n"
+        )
+        shim.chmod(0o755)
         ports = [f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}"]
         self.args = ["sh", str(ENTRYPOINT), *args, *ports]
-        self.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{self.env.get('PATH', '')}"
+        self.env["PATH"] = f"{self._bin}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{self.env.get('PATH', '')}"
+
+    def stop(self, timeout: float = 60.0) -> int:
+        code = super().stop(timeout)
+        shutil.rmtree(self._bin, ignore_errors=True)
+        return code
 
     def command_line(self) -> list[str]:
         """The running server's argv, read from /proc: the entrypoint exec'd into it under the same pid."""

@@ -9,7 +9,7 @@ import grpc
 import pytest
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import Server
 from tests.paths import testdata
 
 MODELS = {
@@ -32,28 +32,28 @@ def write_config(path: Path, models: dict[str, str], extra: dict[str, str] | Non
 
 
 @pytest.fixture(scope="session")
-def multi_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def multi_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Many models from a --model_config_file, as a TF Serving user configures them."""
     config = write_config(
         tmp_path_factory.mktemp("config") / "models.config",
         MODELS,
         {"two_versions": "    model_version_policy { all {} }\n"},
     )
-    server = ServerProcess([f"--model_config_file={config}", "--file_system_poll_wait_seconds=0"])
+    server = Server([f"--model_config_file={config}", "--file_system_poll_wait_seconds=0"])
     with server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def default_server() -> Iterator[ServerProcess]:
+def default_server() -> Iterator[Server]:
     """Single-model mode: --model_base_path with the default model name `default`."""
-    server = ServerProcess([f"--model_base_path={testdata('saved_model_half_plus_two_cpu')}"])
+    server = Server([f"--model_base_path={testdata('saved_model_half_plus_two_cpu')}"])
     with server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def channel(multi_server: ServerProcess) -> Iterator[grpc.Channel]:
+def channel(multi_server: Server) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(multi_server.grpc_target) as ch:
         yield ch
 
