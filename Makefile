@@ -30,7 +30,8 @@ proto: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check svc tests bench examples proto clients/python
-	$(PY) -m mypy svc clients/python/aspired_client
+	$(PY) -m mypy svc tests clients/python/aspired_client
+	$(PY) proto/generate.py --check
 
 bench: $(STAMP) demo-models
 	$(PY) bench/run_all.py

@@ -56,10 +56,11 @@ tree). The generated config module checks at import that the protobuf runtime is
 protoc stamps into it (grpcio-tools 1.85.1's protoc 35.1 writes 7.35.1; any protobuf 7.x >= 7.35.1 accepts
 it).
 
-Usage: `python proto/generate.py [--out DIR] [--client-out DIR]`. Without arguments both trees are written
-to their places beside this script (`svc/_proto`, `clients/python/aspired_client/_pb`); with either option
-only the trees named are written. An output directory is replaced as a whole; one that is not empty and was
-not written by this script is refused.
+Usage: `python proto/generate.py [--out DIR] [--client-out DIR] [--check]`. Without arguments both trees are
+written to their places beside this script (`svc/_proto`, `clients/python/aspired_client/_pb`); with either
+option only the trees named are written. An output directory is replaced as a whole; one that is not empty and
+was not written by this script is refused. `--check` (run by `make lint`) writes nothing: it generates into a
+temporary directory and fails, naming the files, where a tree differs from it.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from google.protobuf import descriptor, descriptor_pb2
@@ -304,6 +305,28 @@ def replace_tree(staged: Path, out: Path) -> None:
     shutil.copytree(staged, out, dirs_exist_ok=True)
 
 
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under `root` (caches left out) by relative path."""
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+def check(out: Path, write: Callable[[Path], None]) -> int:
+    """0 when `out` holds exactly what `write` (`generate`, `generate_client`) writes, else 1 with the stale
+    files named."""
+    with tempfile.TemporaryDirectory() as scratch:
+        fresh = Path(scratch) / out.name
+        write(fresh)
+        expected, committed = tree(fresh), tree(out)
+    stale = sorted(name for name in expected.keys() | committed.keys() if expected.get(name) != committed.get(name))
+    for name in stale:
+        print(f"{out.name}/{name} is stale: run `make proto`", file=sys.stderr)
+    return 1 if stale else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, help="the server's output directory (default: svc/_proto)")
@@ -312,10 +335,18 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="the client's output directory (default: clients/python/aspired_client/_pb)",
     )
+    parser.add_argument("--check", action="store_true", help="fail if the output directory is not up to date")
     args = parser.parse_args(argv)
     if args.out is None and args.client_out is None:
         args.out, args.client_out = DEFAULT_OUT, DEFAULT_CLIENT_OUT
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # importing the service modules imports TensorFlow
+    if args.check:
+        stale = 0
+        if args.out is not None:
+            stale |= check(args.out.resolve(), generate)
+        if args.client_out is not None:
+            stale |= check(args.client_out.resolve(), generate_client)
+        return stale
     if args.out is not None:
         generate(args.out.resolve())
         print(f"generated {args.out.resolve()}")

@@ -18,7 +18,7 @@ from tensorflow_serving.apis import (
 )
 
 from tests.e2e.conftest import MODELS, write_config
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import Server
 from tests.paths import testdata
 
 pytestmark = pytest.mark.e2e
@@ -28,13 +28,13 @@ new_stub = prediction_service_pb2_grpc.PredictionServiceStub
 
 
 @pytest.fixture(scope="module")
-def batching_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def batching_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config = write_config(
         tmp_path_factory.mktemp("batching") / "models.config",
         MODELS,
         {"two_versions": "    model_version_policy { all {} }\n"},
     )
-    server = ServerProcess(
+    server = Server(
         [
             f"--model_config_file={config}",
             "--file_system_poll_wait_seconds=0",
@@ -47,28 +47,28 @@ def batching_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
 
 
 @pytest.fixture(scope="module")
-def checking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def checking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     models = {k: MODELS[k] for k in ("half_plus_two", "half_plus_two_tf2")}
     config = write_config(tmp_path_factory.mktemp("checking") / "models.config", models)
-    server = ServerProcess([f"--model_config_file={config}", "--enable_signature_method_name_check"])
+    server = Server([f"--model_config_file={config}", "--enable_signature_method_name_check"])
     with server:
         yield server
 
 
 @pytest.fixture(scope="module", params=["plain", "batching"])
-def server(request: pytest.FixtureRequest) -> ServerProcess:
+def server(request: pytest.FixtureRequest) -> Server:
     name = "multi_server" if request.param == "plain" else "batching_server"
     return request.getfixturevalue(name)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
-def stub(server: ServerProcess) -> Iterator[Stub]:
+def stub(server: Server) -> Iterator[Stub]:
     with grpc.insecure_channel(server.grpc_target) as channel:
         yield new_stub(channel)
 
 
 @pytest.fixture(scope="module")
-def http(server: ServerProcess) -> Iterator[httpx.Client]:
+def http(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.rest_url, timeout=30) as client:
         yield client
 
@@ -295,7 +295,7 @@ def test_regress_errors(stub: Stub) -> None:
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # TF's ParseExample: feature x is required
 
 
-def test_method_name_check(checking_server: ServerProcess) -> None:
+def test_method_name_check(checking_server: Server) -> None:
     with grpc.insecure_channel(checking_server.grpc_target) as channel:
         stub = new_stub(channel)
         error = rpc_error(

@@ -5,21 +5,19 @@ ready marker."""
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import Server
 from tests.paths import testdata
 
 pytestmark = pytest.mark.e2e
 
 SOURCE = testdata("saved_model_half_plus_two_cpu") / "00000123"
-POLL = 1.0  # --file_system_poll_wait_seconds in these tests
-STEP = 1.6  # longer than a poll: each step of a slow copy is seen by at least one poll
+POLL = 1  # --file_system_poll_wait_seconds in these tests (whole seconds); checks wait for polls, not for time
 
 
 def copy_file(name: str, target: Path, limit: int | None = None) -> None:
@@ -37,44 +35,34 @@ def copy_version(target: Path) -> Path:
     return target
 
 
-def predict(server: ServerProcess, model: str = "m") -> list[list[float]]:
+def predict(server: Server, model: str = "m") -> list[list[float]]:
     r = httpx.post(f"{server.rest_url}/v1/models/{model}:predict", json={"instances": [[1.0]]}, timeout=10)
     assert r.status_code == 200, r.text
     predictions: list[list[float]] = r.json()["predictions"]
     return predictions
 
 
-def states(server: ServerProcess, model: str = "m") -> dict[int, str]:
+def states(server: Server, model: str = "m") -> dict[int, str]:
     r = httpx.get(f"{server.rest_url}/v1/models/{model}", timeout=10)
     assert r.status_code == 200, r.text
     return {int(s["version"]): s["state"] for s in r.json()["model_version_status"]}
 
 
-def aspired_sets(server: ServerProcess) -> list[list[int]]:
-    return [e["versions"] for e in server.log_events() if e.get("event") == "aspired_versions_received"]  # type: ignore[misc]
+def aspired_sets(server: Server) -> list[list[int]]:
+    return [e["versions"] for e in server.events("aspired_versions_received")]  # type: ignore[misc]
 
 
-def events(server: ServerProcess, name: str) -> list[dict[str, object]]:
-    return [e for e in server.log_events() if e.get("event") == name]
-
-
-def wait_for_event(server: ServerProcess, name: str, timeout: float = 20.0) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = events(server, name)
-        if found:
-            return found[0]
-        time.sleep(0.05)
-    raise TimeoutError(f"no {name} event within {timeout}s:\n{server.output()}")
+def events(server: Server, name: str) -> list[dict[str, object]]:
+    return server.events(name)
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    servers: list[ServerProcess] = []
+def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
 
-    def start(base: Path, *flags: str) -> ServerProcess:
-        server = ServerProcess(
-            ["--model_name=m", f"--model_base_path={base}", f"--file_system_poll_wait_seconds={POLL:g}", *flags]
+    def start(base: Path, *flags: str) -> Server:
+        server = Server(
+            ["--model_name=m", f"--model_base_path={base}", f"--file_system_poll_wait_seconds={POLL}", *flags]
         )
         servers.append(server)
         return server.start()
@@ -85,7 +73,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
 
 def test_version_copied_slowly_is_loaded_only_once_complete(tmp_path: Path,
-                                                              serve: Callable[..., ServerProcess]) -> None:
+                                                              serve: Callable[..., Server]) -> None:
     base = tmp_path / "m"
     copy_version(base / "1")
     server = serve(base)
@@ -94,8 +82,9 @@ def test_version_copied_slowly_is_loaded_only_once_complete(tmp_path: Path,
 
     v2 = base / "2"
 
-    def write_slowly(name: str, chunks: int = 10, pause: float = 0.3) -> None:
-        """A large file being copied: it grows between any two polls."""
+    def write_slowly(name: str, chunks: int = 4) -> None:
+        """A large file being copied: it grows between any two consecutive polls (each chunk is written as
+        soon as a poll has finished, well within the second before the next one starts)."""
         data = (SOURCE / name).read_bytes()
         path = v2 / name
         with path.open("wb") as out:
@@ -103,7 +92,7 @@ def test_version_copied_slowly_is_loaded_only_once_complete(tmp_path: Path,
                 out.write(data[i * len(data) // chunks : (i + 1) * len(data) // chunks])
                 out.flush()
                 if i < chunks - 1:
-                    time.sleep(pause)
+                    server.wait_for_polls(1)
 
     def check() -> None:
         assert predict(server) == [[2.5]]
@@ -119,10 +108,9 @@ def test_version_copied_slowly_is_loaded_only_once_complete(tmp_path: Path,
     for step in steps[:-1]:
         step()
         check()
-        time.sleep(STEP)
+        server.wait_for_polls()  # a whole poll saw this step
         check()
-    steps[-1]()
-    check()  # complete now, but published only after one more identical listing
+    steps[-1]()  # complete now, but published only after one more identical listing (not_ready below)
     server.wait_for_version_state("m", 2, "AVAILABLE", timeout=30)
     server.wait_for_version_state("m", 1, "END", timeout=30)
     assert predict(server) == [[2.5]]
@@ -135,7 +123,7 @@ def test_version_copied_slowly_is_loaded_only_once_complete(tmp_path: Path,
     assert "listing changed since the previous poll" in not_ready
 
 
-def test_storage_blips_do_not_unload(tmp_path: Path, serve: Callable[..., ServerProcess]) -> None:
+def test_storage_blips_do_not_unload(tmp_path: Path, serve: Callable[..., Server]) -> None:
     base = tmp_path / "m"
     copy_version(base / "1")
     server = serve(base)
@@ -144,25 +132,25 @@ def test_storage_blips_do_not_unload(tmp_path: Path, serve: Callable[..., Server
     aside = tmp_path / "aside"
     aside.mkdir()
     (base / "1").rename(aside / "1")  # the base path answers, but lists nothing
-    wait_for_event(server, "storage_listing_suddenly_empty")
-    time.sleep(2 * POLL)
+    server.wait_for_event("storage_listing_suddenly_empty")
+    server.wait_for_polls()
     assert predict(server) == [[2.5]]
     assert states(server) == {1: "AVAILABLE"}
 
     base.rename(tmp_path / "moved")  # the base path itself is gone: unknown too
-    wait_for_event(server, "storage_poll_failed")
-    time.sleep(2 * POLL)
+    server.wait_for_event("storage_poll_failed")
+    server.wait_for_polls()
     assert predict(server) == [[2.5]]
 
     (tmp_path / "moved").rename(base)
     (aside / "1").rename(base / "1")
-    wait_for_event(server, "storage_poll_recovered")
+    server.wait_for_event("storage_poll_recovered")
     assert states(server) == {1: "AVAILABLE"}
     assert events(server, "servable_unloaded") == []
     assert aspired_sets(server) == [[1]]  # announced once; the blips changed nothing
 
 
-def test_explicit_removal_unloads(tmp_path: Path, serve: Callable[..., ServerProcess]) -> None:
+def test_explicit_removal_unloads(tmp_path: Path, serve: Callable[..., Server]) -> None:
     base = tmp_path / "m"
     copy_version(base / "1")
     copy_version(base / "2")
@@ -174,21 +162,21 @@ def test_explicit_removal_unloads(tmp_path: Path, serve: Callable[..., ServerPro
     assert predict(server) == [[2.5]]
 
 
-def test_ready_marker(tmp_path: Path, serve: Callable[..., ServerProcess]) -> None:
+def test_ready_marker(tmp_path: Path, serve: Callable[..., Server]) -> None:
     base = tmp_path / "m"
     copy_version(base / "1")
     (base / "1" / "READY").touch()
     copy_version(base / "2")  # complete, but not marked
     server = serve(base, "--version_ready_marker=READY")
     assert states(server) == {1: "AVAILABLE"}
-    time.sleep(3 * POLL)
+    server.wait_for_polls(3)
     assert 2 not in states(server)
     (base / "2" / "READY").touch()
     server.wait_for_version_state("m", 2, "AVAILABLE", timeout=30)
     assert predict(server) == [[2.5]]
 
 
-def test_half_copied_version_at_startup_is_skipped(tmp_path: Path, serve: Callable[..., ServerProcess]) -> None:
+def test_half_copied_version_at_startup_is_skipped(tmp_path: Path, serve: Callable[..., Server]) -> None:
     base = tmp_path / "m"
     copy_version(base / "1")
     copy_file("saved_model.pb", base / "2")

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import Server
 
 pytestmark = pytest.mark.e2e
 
@@ -59,18 +59,18 @@ def export_identity(base: Path) -> Path:
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["typed", "tensor_content"])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = export_identity(tmp_path_factory.mktemp("identity") / "identity")
     flags = ["--model_name=identity", f"--model_base_path={base}"]
     if request.param:
         flags.append("--enable_serialization_as_tensor_content")
-    with ServerProcess(flags) as process:
+    with Server(flags) as process:
         process.tensor_content = request.param  # type: ignore[attr-defined]
         yield process
 
 
 @pytest.mark.parametrize("name", list(DTYPES))
-def test_grpc_round_trip(server: ServerProcess, name: str) -> None:
+def test_grpc_round_trip(server: Server, name: str) -> None:
     value = sample(name)
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "identity"
@@ -89,7 +89,7 @@ def test_grpc_round_trip(server: ServerProcess, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", JSON_DTYPES)
-def test_rest_round_trip(server: ServerProcess, name: str) -> None:
+def test_rest_round_trip(server: Server, name: str) -> None:
     value = sample(name)
     if name == "string":
         body = {"signature_name": name, "instances": [["a", "b"], ["", "xyz"]]}
@@ -103,7 +103,7 @@ def test_rest_round_trip(server: ServerProcess, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["half", "bfloat16", "complex64"])
-def test_rest_unsupported_dtypes_are_unimplemented(server: ServerProcess, name: str) -> None:
+def test_rest_unsupported_dtypes_are_unimplemented(server: Server, name: str) -> None:
     url = f"{server.rest_url}/v1/models/identity:predict"
     columnar = httpx.post(url, json={"signature_name": name, "inputs": [[1.0, 2.0]]}, timeout=30)
     assert columnar.status_code == 501

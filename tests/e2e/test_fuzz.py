@@ -4,6 +4,7 @@ INTERNAL/UNKNOWN status, and the server keeps serving afterwards."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import grpc
 import httpx
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import Server
 
 pytestmark = pytest.mark.e2e
 
@@ -46,9 +47,9 @@ segments = st.text(alphabet="abc/:%.?#0123456789_-~ ", min_size=0, max_size=20)
 
 
 @pytest.fixture(scope="module")
-def http(multi_server: ServerProcess) -> httpx.Client:
+def http(multi_server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=multi_server.rest_url, timeout=30) as client:
-        yield client  # type: ignore[misc]
+        yield client
 
 
 def still_serving(http: httpx.Client) -> None:
@@ -65,11 +66,11 @@ def test_fuzz_rest_bodies(http: httpx.Client, body: bytes, verb: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def fresh_http(multi_server: ServerProcess) -> httpx.Client:
+def fresh_http(multi_server: Server) -> Iterator[httpx.Client]:
     """No keep-alive: a request line the HTTP layer rejects closes its connection, as it should."""
     limits = httpx.Limits(max_keepalive_connections=0)
     with httpx.Client(base_url=multi_server.rest_url, timeout=30, limits=limits) as client:
-        yield client  # type: ignore[misc]
+        yield client
 
 
 @FUZZ
@@ -102,7 +103,7 @@ tensor_protos = st.builds(
 
 @FUZZ
 @given(tensor=tensor_protos, alias=st.sampled_from(["x", "y", ""]))
-def test_fuzz_grpc_tensors(multi_server: ServerProcess, tensor: tensor_pb2.TensorProto, alias: str) -> None:
+def test_fuzz_grpc_tensors(multi_server: Server, tensor: tensor_pb2.TensorProto, alias: str) -> None:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "half_plus_two"
     request.inputs[alias].CopyFrom(tensor)

@@ -3,6 +3,8 @@ GetModelStatus, and TF Serving's error codes and texts."""
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
 import grpc
 import numpy as np
 import pytest
@@ -14,14 +16,13 @@ from tensorflow_serving.apis import (
     get_model_status_pb2,
     model_service_pb2_grpc,
     predict_pb2,
-    prediction_service_pb2_grpc,
 )
 
 from tests.paths import testdata
 
 pytestmark = pytest.mark.e2e
 
-Stub = prediction_service_pb2_grpc.PredictionServiceStub
+Stub: TypeAlias = Any  # tensorflow-serving-api's stubs have no type hints
 
 
 def predict_request(model: str, inputs: dict[str, object], **spec: object) -> predict_pb2.PredictRequest:
@@ -159,7 +160,7 @@ def test_malformed_tensor_is_invalid_argument(prediction_stub: Stub, tensor: dic
     from google.protobuf import json_format
 
     proto = json_format.ParseDict(
-        {k: (v if k != "tensor_content" else __import__("base64").b64encode(v).decode())  # type: ignore[arg-type]
+        {k: (v if k != "tensor_content" else __import__("base64").b64encode(v).decode())
          for k, v in tensor.items()}, tensor_pb2.TensorProto()
     )
     request = predict_request("half_plus_two", {"x": proto})

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -21,8 +20,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import Server, ServerProcess
 from tests.paths import testdata
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,7 @@ def predict(stub: prediction_service_pb2_grpc.PredictionServiceStub, model: str,
     return response.model_spec.version.value, response.outputs["y"].float_val[0]
 
 
-def statuses(server: ServerProcess, model: str) -> dict[str, str]:
+def statuses(server: Server, model: str) -> dict[str, str]:
     body = httpx.get(f"{server.rest_url}/v1/models/{model}", timeout=10).json()
     return {s["version"]: s["state"] for s in body["model_version_status"]}
 
@@ -48,7 +48,7 @@ def statuses(server: ServerProcess, model: str) -> dict[str, str]:
 def test_hot_swap_under_load_has_zero_failed_requests(tmp_path: Path) -> None:
     base = tmp_path / "m"
     shutil.copytree(VERSION_DIR, base / "1")
-    server = ServerProcess(["--model_name=m", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"])
+    server = Server(["--model_name=m", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"])
     with server, grpc.insecure_channel(server.grpc_target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         stop = threading.Event()
@@ -65,13 +65,12 @@ def test_hot_swap_under_load_has_zero_failed_requests(tmp_path: Path) -> None:
         workers = [threading.Thread(target=load) for _ in range(4)]
         for w in workers:
             w.start()
-        time.sleep(1.0)
+        wait_until(lambda: len(seen) >= 20)
         # Publish version 2 the way users do: copy a directory next to version 1, file by file.
         shutil.copytree(THREE_DIR, base / "2")
-        deadline = time.monotonic() + 60
-        while statuses(server, "m") != {"2": "AVAILABLE", "1": "END"} and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(0.5)
+        server.wait_for_states("m", {2: "AVAILABLE", 1: "END"})
+        swapped = len(seen)
+        wait_until(lambda: len(seen) >= swapped + 100)  # answers after the swap
         stop.set()
         for w in workers:
             w.join(30)
@@ -88,7 +87,7 @@ def test_hot_swap_under_load_has_zero_failed_requests(tmp_path: Path) -> None:
 def test_broken_new_version_keeps_the_old_one_serving(tmp_path: Path) -> None:
     base = tmp_path / "m"
     shutil.copytree(VERSION_DIR, base / "1")
-    server = ServerProcess(
+    server = Server(
         ["--model_name=m", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1",
          "--max_num_load_retries=1", "--load_retry_interval_micros=100000"]
     )
@@ -97,9 +96,7 @@ def test_broken_new_version_keeps_the_old_one_serving(tmp_path: Path) -> None:
         broken = base / "2"
         shutil.copytree(VERSION_DIR, broken)
         (broken / "saved_model.pb").write_bytes(b"this is not a SavedModel")
-        deadline = time.monotonic() + 60
-        while statuses(server, "m").get("2") != "END" and time.monotonic() < deadline:
-            time.sleep(0.2)
+        server.wait_for_version_state("m", 2, "END")
         body = httpx.get(f"{server.rest_url}/v1/models/m", timeout=10).json()
         by_version = {s["version"]: s for s in body["model_version_status"]}
         assert by_version["2"]["state"] == "END"
@@ -131,7 +128,7 @@ def test_reload_config_adds_removes_models_and_applies_labels(tmp_path: Path) ->
     config.write_text(
         f'model_config_list {{ config {{ name: "three" base_path: "{three}" model_platform: "tensorflow" }} }}\n'
     )
-    server = ServerProcess([f"--model_config_file={config}"])
+    server = Server([f"--model_config_file={config}"])
     with server, grpc.insecure_channel(server.grpc_target) as channel:
         models = model_service_pb2_grpc.ModelServiceStub(channel)
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -146,9 +143,7 @@ def test_reload_config_adds_removes_models_and_applies_labels(tmp_path: Path) ->
         r = httpx.post(f"{server.rest_url}/v1/models/two/labels/canary:predict", json={"instances": [[2.0]]})
         assert r.json() == {"predictions": [[3.0]]}
         # "three" left the config: unloaded
-        deadline = time.monotonic() + 30
-        while statuses(server, "three") != {"123": "END"} and time.monotonic() < deadline:
-            time.sleep(0.1)
+        server.wait_for_states("three", {123: "END"})
         assert statuses(server, "three") == {"123": "END"}
         with pytest.raises(grpc.RpcError) as info:
             predict(stub, "three")
@@ -180,7 +175,7 @@ def test_labels_in_the_config_file_at_startup(tmp_path: Path) -> None:
         "model_version_policy { all {} } "
         "version_labels { key: 'stable' value: 123 } version_labels { key: 'canary' value: 124 } } }\n"
     )
-    server = ServerProcess([f"--model_config_file={config}"])
+    server = Server([f"--model_config_file={config}"])
     with server, grpc.insecure_channel(server.grpc_target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         assert predict(stub, "two", label="stable")[0] == 123
@@ -188,6 +183,7 @@ def test_labels_in_the_config_file_at_startup(tmp_path: Path) -> None:
 
 
 def test_startup_fails_with_tf_servings_message_for_a_broken_model() -> None:
+    # A true process: the text on stdout and the exit status are what orchestrators see.
     server = ServerProcess(
         ["--model_name=bad", f"--model_base_path={testdata('bad_half_plus_two')}", "--max_num_load_retries=0"]
     )
@@ -212,7 +208,7 @@ def test_config_file_is_polled(tmp_path: Path) -> None:
 
     path = tmp_path / "models.config"
     path.write_text(config(("two", two)))
-    server = ServerProcess([f"--model_config_file={path}", "--model_config_file_poll_wait_seconds=1"])
+    server = Server([f"--model_config_file={path}", "--model_config_file_poll_wait_seconds=1"])
     with server, grpc.insecure_channel(server.grpc_target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         assert predict(stub, "two") == (123, 3.0)
@@ -220,18 +216,10 @@ def test_config_file_is_polled(tmp_path: Path) -> None:
         server.wait_for_line("Failed to read ModelServerConfig file", timeout=30)
         assert predict(stub, "two") == (123, 3.0)
         path.write_text(config(("two", two), ("three", three)))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                assert predict(stub, "three") == (123, 4.0)
-                break
-            except grpc.RpcError:
-                time.sleep(0.2)
+        server.wait_for_states("three", {123: "AVAILABLE"})
         assert predict(stub, "three") == (123, 4.0)
         path.write_text(config(("three", three)))
-        deadline = time.monotonic() + 30
-        while statuses(server, "two") != {"123": "END"} and time.monotonic() < deadline:
-            time.sleep(0.2)
+        server.wait_for_states("two", {123: "END"})
         assert statuses(server, "two") == {"123": "END"}
 
 
@@ -239,15 +227,13 @@ def test_resource_preserving_unloads_before_loading(tmp_path: Path) -> None:
     """--aspired_version_policy=resource_preserving (tfs#2017): the old version ends before the new loads."""
     base = tmp_path / "m"
     shutil.copytree(VERSION_DIR, base / "1")
-    server = ServerProcess(
+    server = Server(
         ["--model_name=m", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1",
          "--aspired_version_policy=resource_preserving"]
     )
     with server:
         shutil.copytree(THREE_DIR, base / "2")
-        deadline = time.monotonic() + 60
-        while statuses(server, "m") != {"2": "AVAILABLE", "1": "END"} and time.monotonic() < deadline:
-            time.sleep(0.2)
+        server.wait_for_states("m", {2: "AVAILABLE", 1: "END"})
         assert statuses(server, "m") == {"2": "AVAILABLE", "1": "END"}
         changes = [(e["version"], e["state"]) for e in server.log_events() if e.get("event") == "servable_state_changed"]
     assert changes.index((1, "END")) < changes.index((2, "LOADING"))
@@ -262,13 +248,11 @@ def test_reload_that_re_adds_a_removed_model_answers_once_it_serves(tmp_path: Pa
         f'model_config_list {{ config {{ name: "a" base_path: "{three}" model_platform: "tensorflow" }} '
         f'config {{ name: "b" base_path: "{two}" model_platform: "tensorflow" }} }}\n'
     )
-    with ServerProcess([f"--model_config_file={config}"]) as server, grpc.insecure_channel(server.grpc_target) as ch:
+    with Server([f"--model_config_file={config}"]) as server, grpc.insecure_channel(server.grpc_target) as ch:
         models = model_service_pb2_grpc.ModelServiceStub(ch)
         stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
         models.HandleReloadConfigRequest(reload_request({"b": two}), timeout=60)
-        deadline = time.monotonic() + 30
-        while statuses(server, "a") != {"123": "END"} and time.monotonic() < deadline:
-            time.sleep(0.05)
+        server.wait_for_states("a", {123: "END"})
         response = models.HandleReloadConfigRequest(reload_request({"a": three, "b": two}), timeout=60)
         assert response.status.error_code == 0
         assert predict(stub, "a") == (123, 4.0)  # served when the RPC answers

@@ -1,5 +1,6 @@
 """Operations against real servers: drain on SIGTERM under load, gRPC health tracking readiness,
-Prometheus metrics, JSON request logs, request limits, TLS and mutual TLS."""
+Prometheus metrics, JSON request logs, request limits, TLS and mutual TLS. In-process servers except where
+a process is the point (the SIGTERM drain, the console log format of the process's logging)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import datetime
 import os
 import signal
 import ssl
+import tempfile
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -21,8 +22,9 @@ import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import Server, ServerProcess
 from tests.paths import testdata
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -57,8 +59,8 @@ def test_drain_on_sigterm_under_load() -> None:
     """SIGTERM: readiness fails at once while requests keep being served for the drain delay; load
     balancers (here: the clients watching /readyz) stop sending; no in-flight request fails; exit 0."""
     server = ServerProcess(
-        ["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", "--drain_delay_seconds=2",
-         "--shutdown_grace_seconds=20"]
+        ["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", "--drain_delay_seconds=4",
+         "--shutdown_grace_seconds=30"]
     ).start()
     try:
         for service in ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"):
@@ -87,17 +89,19 @@ def test_drain_on_sigterm_under_load() -> None:
 
         def balancer() -> None:
             with httpx.Client(base_url=server.rest_url, timeout=5) as client:
-                while client.get("/readyz").status_code == 200:
-                    time.sleep(0.05)
+                wait_until(lambda: client.get("/readyz").status_code != 200, 120, interval=0.05)
             stop.set()
 
         workers = [threading.Thread(target=f) for f in (grpc_load, grpc_load, rest_load, rest_load, balancer)]
         for w in workers:
             w.start()
-        time.sleep(1.5)
+        wait_until(lambda: all(len(results[k]) > 10 for k in ("grpc_ok", "rest_ok")), 60,
+                   message=lambda: str({k: len(v) for k, v in results.items()}))
         assert server.proc is not None
+        drain = server.mark()
         server.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)  # within the drain delay: not ready, still serving
+        server.wait_for_event("drain_started", after=drain)
+        # Readiness failed at once; the listeners stay open for the drain delay.
         assert asyncio.run(health_status(server.grpc_target, "")) == NOT_SERVING
         for w in workers:
             w.join(30)
@@ -114,11 +118,11 @@ def test_drain_on_sigterm_under_load() -> None:
     assert "drain_finished" in events
 
 
-def test_metrics_and_request_logs() -> None:
-    server = ServerProcess(
+def test_metrics_and_request_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value-1234")
+    server = Server(
         ["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}",
          f"--monitoring_config_file={testdata('monitoring_config.txt')}"],
-        env={"AWS_SECRET_ACCESS_KEY": "very-secret-value-1234"},
     )
     with server, httpx.Client(base_url=server.rest_url, timeout=30) as http:
         for _ in range(3):
@@ -149,7 +153,6 @@ def test_metrics_and_request_logs() -> None:
         bad = http.get("/monitoring/prometheus/metrics?x=1")
         assert bad.status_code == 400
         assert bad.text == "Unexpected path: /monitoring/prometheus/metrics?x=1. Should be /monitoring/prometheus/metrics"
-        time.sleep(0.2)
     lines = [e for e in server.log_events() if e.get("event") == "request_finished"]
     predict_lines = [e for e in lines if e.get("api") in ("predict", "Predict") and e["status"] == "OK"]
     assert len(predict_lines) == 4
@@ -163,7 +166,7 @@ def test_metrics_and_request_logs() -> None:
 
 
 def test_request_size_limits() -> None:
-    server = ServerProcess(["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", "--max_request_bytes=2000"])
+    server = Server(["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", "--max_request_bytes=2000"])
     with server:
         big = {"instances": [[1.0]] * 1000}
         r = httpx.post(f"{server.rest_url}/v1/models/m:predict", json=big, timeout=30)
@@ -248,13 +251,14 @@ def _open_files(pid: int) -> list[str]:
 
 
 @pytest.mark.parametrize("mutual", [False, True], ids=["tls", "mtls"])
-def test_tls(tmp_path: Path, mutual: bool) -> None:
+def test_tls(tmp_path: Path, mutual: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     certs = _certificates(tmp_path)
     config = _ssl_config(tmp_path / "ssl.config", certs, mutual)
     scratch = tmp_path / "tmp"  # the server's temporary directory: key material must never appear there
     scratch.mkdir()
-    server = ServerProcess(["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", f"--ssl_config_file={config}"],
-                           env={"TMPDIR": str(scratch)})
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # what `tempfile` read from TMPDIR, in this process
+    server = Server(["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", f"--ssl_config_file={config}"])
     with server:
         client_key = certs["client_key"] if mutual else None
         client_cert = certs["client_cert"] if mutual else None
@@ -277,16 +281,13 @@ def test_tls(tmp_path: Path, mutual: bool) -> None:
                 assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         # Issue 10: every start wrote the private key to /tmp/aspired-*.pem (twice) and never removed it.
         assert list(scratch.iterdir()) == []
-        assert server.proc is not None
-        assert not [f for f in _open_files(server.proc.pid) if f.startswith("/") and "aspired-" in f]
+        assert not [f for f in _open_files(os.getpid()) if f.startswith("/") and "aspired-" in f]
     assert list(scratch.iterdir()) == []
 
 
 def test_grpc_unix_socket(tmp_path: Path) -> None:
     socket_path = tmp_path / "aspired.sock"
-    server = ServerProcess(
-        ["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", f"--grpc_socket_path={socket_path}"]
-    )
+    server = Server(["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", f"--grpc_socket_path={socket_path}"])
     with server:
         server.wait_for_line(f"Running gRPC ModelServer at UNIX socket {socket_path}")
         with grpc.insecure_channel(f"unix:{socket_path}") as channel:
@@ -303,7 +304,7 @@ def test_console_log_format() -> None:
 
 
 def test_cors_headers_when_enabled() -> None:
-    server = ServerProcess(["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", "--rest_api_enable_cors_support"])
+    server = Server(["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", "--rest_api_enable_cors_support"])
     with server:
         r = httpx.post(f"{server.rest_url}/v1/models/m:predict", json={"instances": [1.0]}, timeout=30)
         assert r.headers["access-control-allow-origin"] == "*"

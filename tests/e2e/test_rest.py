@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import Server
 from tests.paths import testdata
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def http(multi_server: ServerProcess) -> httpx.Client:
+def http(multi_server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=multi_server.rest_url, timeout=30) as client:
-        yield client  # type: ignore[misc]
+        yield client
 
 
 def test_predict_row_format(http: httpx.Client) -> None:
@@ -63,7 +64,7 @@ def test_model_status(http: httpx.Client) -> None:
     assert len(labelled["model_version_status"]) == 2
 
 
-def test_metadata_matches_tf_serving(default_server: ServerProcess) -> None:
+def test_metadata_matches_tf_serving(default_server: Server) -> None:
     r = httpx.get(f"{default_server.rest_url}/v1/models/default/metadata", timeout=30)
     assert r.status_code == 200
     expected = json.loads(testdata("half_plus_two_model_metadata.json").read_text())
@@ -134,7 +135,7 @@ def test_probes(http: httpx.Client) -> None:
     assert r.json() == {"status": "ready"}
 
 
-def test_http2_prior_knowledge(multi_server: ServerProcess) -> None:
+def test_http2_prior_knowledge(multi_server: Server) -> None:
     with httpx.Client(base_url=multi_server.rest_url, http1=False, http2=True, timeout=30) as client:
         r = client.post("/v1/models/half_plus_two:predict", json={"instances": [1.0]})
         assert r.http_version == "HTTP/2"
@@ -157,13 +158,13 @@ def test_versioned_metadata_matches_tf_serving(tmp_path_factory: pytest.TempPath
     name = "saved_model_half_plus_two_2_versions"
     config = write_config(tmp_path_factory.mktemp("meta") / "models.config", {name: directory},
                           {name: "    model_version_policy { all {} }\n"})
-    with ServerProcess([f"--model_config_file={config}"]) as server:
+    with Server([f"--model_config_file={config}"]) as server:
         r = httpx.get(f"{server.rest_url}/v1/models/{name}/versions/123/metadata", timeout=30)
     assert r.status_code == 200
     assert r.json() == json.loads(testdata(expected).read_text())
 
 
-def test_h2c_upgrade(multi_server: ServerProcess) -> None:
+def test_h2c_upgrade(multi_server: Server) -> None:
     """HTTP/1.1 `Upgrade: h2c` on the same port switches to HTTP/2 (RFC 7540 section 3.2) and answers on
     stream 1."""
     import socket
@@ -173,6 +174,7 @@ def test_h2c_upgrade(multi_server: ServerProcess) -> None:
 
     client = h2.connection.H2Connection()
     settings = client.initiate_upgrade_connection()
+    assert settings is not None  # a client's upgrade has settings
     with socket.create_connection(("127.0.0.1", multi_server.rest_port), timeout=10) as sock:
         sock.sendall(
             b"GET /v1/models/half_plus_two HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\n"

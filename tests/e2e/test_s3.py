@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from svc.lifecycle.loader_pool import LoaderPool
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import Server
 from tests.paths import testdata
 
 pytestmark = pytest.mark.e2e
@@ -77,26 +76,17 @@ def upload_version(s3: object, version: int) -> None:
             s3.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())  # type: ignore[attr-defined]
 
 
-def predict(server: ServerProcess) -> list[list[float]]:
+def predict(server: Server) -> list[list[float]]:
     r = httpx.post(f"{server.rest_url}/v1/models/half_plus_two:predict", json={"instances": [[1.0]]}, timeout=10)
     assert r.status_code == 200, r.text
     predictions: list[list[float]] = r.json()["predictions"]
     return predictions
 
 
-def states(server: ServerProcess) -> dict[int, str]:
+def states(server: Server) -> dict[int, str]:
     r = httpx.get(f"{server.rest_url}/v1/models/half_plus_two", timeout=10)
     assert r.status_code == 200, r.text
     return {int(s["version"]): s["state"] for s in r.json()["model_version_status"]}
-
-
-def wait_for_event(server: ServerProcess, name: str, after: int = 0, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(e.get("event") == name for e in server.log_events()[after:]):
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"no {name} event within {timeout}s:\n{server.output()}")
 
 
 def copies(cache: Path) -> list[str]:
@@ -104,7 +94,7 @@ def copies(cache: Path) -> list[str]:
     return sorted(name for root in cache.iterdir() for name in os.listdir(root) if not name.startswith("."))
 
 
-def test_s3_discovery_hot_swap_outage_and_recovery(moto: Moto, tmp_path: Path) -> None:
+def test_s3_discovery_hot_swap_outage_and_recovery(moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s3 = moto.client()
     s3.create_bucket(Bucket=BUCKET)  # type: ignore[attr-defined]
     upload_version(s3, 1)
@@ -114,10 +104,11 @@ def test_s3_discovery_hot_swap_outage_and_recovery(moto: Moto, tmp_path: Path) -
         "S3_ENDPOINT": moto.endpoint, "S3_USE_HTTPS": "0", "S3_VERIFY_SSL": "0",
         "ASPIRED_CACHE_DIR": str(cache),
     }
-    server = ServerProcess(
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)  # read by the in-process server
+    server = Server(
         ["--model_name=half_plus_two", f"--model_base_path=s3://{BUCKET}/{PREFIX}",
          "--file_system_poll_wait_seconds=1"],
-        env=env,
     )
     with server:
         assert predict(server) == [[2.5]]
@@ -133,17 +124,17 @@ def test_s3_discovery_hot_swap_outage_and_recovery(moto: Moto, tmp_path: Path) -
             assert [c.rsplit("-", 1)[-1] for c in copies(cache)] == ["2"]
 
         # Endpoint outage: polls fail, warnings are logged, nothing unloads, requests keep being served.
-        seen = len(server.log_events())
+        seen = server.mark()
         moto.stop()
-        wait_for_event(server, "storage_poll_failed", after=seen)
-        time.sleep(3)
+        server.wait_for_event("storage_poll_failed", after=seen)
+        server.wait_for_polls()
         assert predict(server) == [[2.5]]
         assert states(server) == {2: "AVAILABLE", 1: "END"}
 
         # Recovery on the same port (moto keeps its buckets in this process): a new version is picked up.
         moto.start()
         upload_version(s3, 3)
-        wait_for_event(server, "storage_poll_recovered", after=seen)
+        server.wait_for_event("storage_poll_recovered", after=seen)
         server.wait_for_version_state("half_plus_two", 3, "AVAILABLE", timeout=30)
         server.wait_for_version_state("half_plus_two", 2, "END", timeout=30)
         assert predict(server) == [[2.5]]
@@ -155,4 +146,4 @@ def test_s3_discovery_hot_swap_outage_and_recovery(moto: Moto, tmp_path: Path) -
     assert opened[0]["addressing_style"] == "path"
     assert opened[0]["credentials"] == "environment"
     assert SECRET not in server.output()
-    assert list(cache.iterdir()) == []  # the process's cache directory is removed at exit
+    assert list(cache.iterdir()) == []  # the server's cache directory is removed when it stops

@@ -13,7 +13,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
 
 from svc.servables.warmup import WARMUP_FILE, load_logs, read_records, write_records, write_warmup_file
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import Server
 from tests.paths import testdata
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +51,7 @@ def test_warmup_runs_before_available(tmp_path: Path) -> None:
     version = tmp_path / "counter" / "1"
     shutil.copytree(COUNTER, version)
     write_warmup_file(version, [counter_log("incr_counter")] * 3 + [prediction_log_pb2.PredictionLog()])
-    server = ServerProcess(
+    server = Server(
         ["--model_name=counter", f"--model_base_path={version.parent}", "--num_request_iterations_for_warmup=2"]
     )
     with server:
@@ -64,7 +64,7 @@ def test_warmup_disabled(tmp_path: Path) -> None:
     version = tmp_path / "counter" / "1"
     shutil.copytree(COUNTER, version)
     write_warmup_file(version, [counter_log("incr_counter")])
-    server = ServerProcess(
+    server = Server(
         ["--model_name=counter", f"--model_base_path={version.parent}", "--enable_model_warmup=false"]
     )
     with server:
@@ -81,8 +81,13 @@ def test_warmup_predict_with_inputs_on_half_plus_two(tmp_path: Path) -> None:
     example = classify.classify_log.request.input.example_list.examples.add()
     example.features.feature["x"].float_list.value.append(1.0)
     write_warmup_file(version, [log, classify])
-    with ServerProcess(["--model_name=m", f"--model_base_path={version.parent}"]) as server:
+    with Server(["--model_name=m", f"--model_base_path={version.parent}"]) as server:
         assert any(e.get("event") == "servable_warmed_up" for e in server.log_events())
+
+
+def flip_payload_byte(path: Path) -> None:
+    write_records(path, [b"payload"])
+    path.write_bytes(path.read_bytes().replace(b"payload", b"pAyload"))
 
 
 @pytest.mark.parametrize(
@@ -90,7 +95,7 @@ def test_warmup_predict_with_inputs_on_half_plus_two(tmp_path: Path) -> None:
     [
         (lambda p: p.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00garbage"),
          "Please verify your warmup data is in TFRecord format."),
-        (lambda p: (write_records(p, [b"payload"]), p.write_bytes(p.read_bytes().replace(b"payload", b"pAyload"))),
+        (flip_payload_byte,
          "Please verify your warmup data is in TFRecord format."),  # data CRC checked by TF's reader (issue 10)
         (lambda p: write_records(p, [b"\xff\xff\xff"]), "Failed to parse warmup record:"),
         (lambda p: write_records(p, [counter_log("incr_counter").SerializeToString()] * 1001),
@@ -108,7 +113,7 @@ def test_bad_warmup_file_fails_the_load(tmp_path: Path, content: object, message
 
     with pytest.raises(ServingError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_logs(path)
-    server = ServerProcess(
+    server = Server(
         ["--model_name=counter", f"--model_base_path={version.parent}", "--max_num_load_retries=0"]
     )
     with pytest.raises(RuntimeError, match="exited with 255"):
@@ -123,7 +128,7 @@ def test_unsupported_log_type_fails_the_load(tmp_path: Path) -> None:
     log = prediction_log_pb2.PredictionLog()
     log.session_run_log.request.model_spec.name = "x"
     write_warmup_file(version, [log])
-    server = ServerProcess(["--model_name=counter", f"--model_base_path={version.parent}", "--max_num_load_retries=0"])
+    server = Server(["--model_name=counter", f"--model_base_path={version.parent}", "--max_num_load_retries=0"])
     with pytest.raises(RuntimeError, match="exited with 255"):
         server.start()
     assert "Unsupported log_type for warmup: 5" in server.output()

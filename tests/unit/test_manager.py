@@ -65,7 +65,7 @@ class Harness:
                 return out
 
     def events(self) -> list[tuple[int, State]]:
-        out = []
+        out: list[tuple[int, State]] = []
         while True:
             try:
                 e = self.monitor.receive_nowait()

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import ml_dtypes
@@ -39,6 +40,9 @@ def arena() -> Iterator[Arena]:
 def test_ring_reuses_space_freed_in_any_order(arena: Arena) -> None:
     a, b, c = (arena.alloc_nowait(16 * ALIGN) for _ in range(3))
     assert (a, b, c) == (0, 16 * ALIGN, 32 * ALIGN)
+    assert a is not None
+    assert b is not None
+    assert c is not None
     assert arena.alloc_nowait(32 * ALIGN) is None  # 16 blocks left at the end, none free at the start
     arena.free(b)  # freed out of order: the tail cannot move past `a` yet
     assert arena.alloc_nowait(32 * ALIGN) is None
@@ -78,7 +82,7 @@ def test_an_array_larger_than_the_ring_is_refused(arena: Arena) -> None:
 
 @pytest.mark.anyio
 async def test_arrays_cross_unchanged(arena: Arena) -> None:
-    arrays = [
+    arrays: list[np.ndarray[Any, Any]] = [
         np.arange(12, dtype=np.float32).reshape(3, 4),
         np.arange(6, dtype=np.int64).reshape(2, 3)[:, ::2],  # not contiguous
         np.array([b"a", b"", b"\xff\x00bytes"], dtype=object),
