@@ -15,6 +15,7 @@ from tensorflow.core.framework import types_pb2
 from svc._proto.inference import grpc_service_pb2 as pb
 from svc.errors import Code, ServingError
 from svc.inference import open_inference as v2
+from svc.inference.predict import Target
 from svc.lifecycle.state_monitor import VersionStatus
 from svc.lifecycle.states import State
 from svc.wire import v2_request, v2_tensor
@@ -243,10 +244,10 @@ def test_grpc_request_errors() -> None:
 
 @pytest.mark.parametrize(
     ("version", "target"),
-    [("", v2.api.Target("m")), ("7", v2.api.Target("m", version=7)), ("stable", v2.api.Target("m", label="stable")),
-     ("\u0661", v2.api.Target("m", label="\u0661"))],  # non-ASCII digits are a label, not a version
+    [("", Target("m")), ("7", Target("m", version=7)), ("stable", Target("m", label="stable")),
+     ("\u0661", Target("m", label="\u0661"))],  # non-ASCII digits are a label, not a version
 )
-def test_version_or_label(version: str, target: v2.api.Target) -> None:
+def test_version_or_label(version: str, target: Target) -> None:
     assert v2.target_of("m", version) == target
 
 
