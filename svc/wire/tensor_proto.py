@@ -215,7 +215,10 @@ def to_ndarray(proto: tensor_pb2.TensorProto, *, max_elements: int = MAX_ELEMENT
     dtype = proto.dtype
     target = numpy_dtype(dtype)
     if count == 0:
-        return np.empty(shape, target)
+        try:
+            return np.empty(shape, target)
+        except ValueError:  # numpy refuses dimensions whose product, the zero aside, overflows
+            raise TensorConversionError(f"tensor shape {list(shape)} has no numpy form") from None
     content = proto.tensor_content
     if dtype == types_pb2.DT_STRING:
         items = _decode_string_list(content, count) if content else list(proto.string_val[:count])

@@ -528,3 +528,12 @@ def test_property_round_trip_is_bit_exact_and_tf_agrees(array: Array, as_content
 def test_property_typed_field_reading_is_tfs(dims: list[int], values: list[int], dtype: int) -> None:
     proto = make_proto(dtype, dims, int_val=values)
     assert bits(to_ndarray(proto)) == bits(tf_parse(proto))
+
+
+def test_zero_elements_with_huge_dimensions_are_refused_as_a_client_error() -> None:
+    # Issue 9: found by tests/e2e/test_fuzz.py (INTERNAL: numpy's "array is too big" escaped).
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT64)
+    for size in (2, 518159, 10000000, 0, 1809730):
+        proto.tensor_shape.dim.add(size=size)
+    with pytest.raises(TensorConversionError, match="has no numpy form"):
+        to_ndarray(proto)
