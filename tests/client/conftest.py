@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import write_config
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import Server
 from tests.paths import REPO
 
 CLIENT_SOURCE = REPO / "clients" / "python"
@@ -96,8 +96,8 @@ def client_config(path: Path, models: dict[str, str] = MODELS) -> Path:
 
 
 @pytest.fixture(scope="session")
-def client_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def client_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """half_plus_two, half_plus_three and both versions of two_versions (labels stable=123, canary=124)."""
     config = client_config(tmp_path_factory.mktemp("client-config") / "models.config")
-    with ServerProcess([f"--model_config_file={config}", "--file_system_poll_wait_seconds=0"]) as server:
+    with Server([f"--model_config_file={config}", "--file_system_poll_wait_seconds=0"]) as server:
         yield server

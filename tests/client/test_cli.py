@@ -16,7 +16,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from svc.servables.warmup import load_logs
-from tests.e2e.server import ServerProcess, free_port
+from tests.e2e.server import Server, free_port
 from tests.paths import REPO, testdata
 
 pytestmark = pytest.mark.e2e
@@ -40,7 +40,7 @@ def aspired(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_predict_json_and_npy_inputs(
-    client_python: Path, client_server: ServerProcess, tmp_path: Path
+    client_python: Path, client_server: Server, tmp_path: Path
 ) -> None:
     np.save(tmp_path / "x.npy", np.array([[1.0], [2.0]], np.float32))
     (tmp_path / "x.json").write_text("[[5.0]]")
@@ -57,7 +57,7 @@ def test_predict_json_and_npy_inputs(
     assert text.stdout == "y: float32 [1, 1]\n[[2.5]]\n"
 
 
-def test_status_metadata_health_and_examples(client_python: Path, client_server: ServerProcess) -> None:
+def test_status_metadata_health_and_examples(client_python: Path, client_server: Server) -> None:
     server = f"--server={client_server.rest_url}"
     status = aspired_client(client_python, "status", server, "--model=two_versions", "--json")
     assert status.returncode == 0, status.stderr
@@ -74,7 +74,7 @@ def test_status_metadata_health_and_examples(client_python: Path, client_server:
     assert json.loads(regress.stdout) == {"results": [3.5, 4.0]}
 
 
-def test_exit_status_by_error_class(client_python: Path, client_server: ServerProcess) -> None:
+def test_exit_status_by_error_class(client_python: Path, client_server: Server) -> None:
     grpc = f"--server={client_server.grpc_target}"
     missing = aspired_client(client_python, "status", grpc, "--model=nope", "--json")
     assert missing.returncode == 3
@@ -99,7 +99,7 @@ def test_exit_status_by_error_class(client_python: Path, client_server: ServerPr
     assert unimplemented.returncode == 6
 
 
-def test_the_server_command_dispatches_client_commands(client_server: ServerProcess) -> None:
+def test_the_server_command_dispatches_client_commands(client_server: Server) -> None:
     done = aspired("predict", f"--server={client_server.rest_url}", "--model=half_plus_two", "--input=x=[[1.0]]",
                    "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -125,7 +125,7 @@ def test_warmup_record_is_read_by_tensorflow_and_the_server(client_python: Path,
     assert log.predict_log.request.model_spec.name == "half_plus_two"
     np.testing.assert_array_equal(tf.make_ndarray(log.predict_log.request.inputs["x"]), [[1.0], [2.0]])
     assert len(load_logs(path)) == 2  # the server's own reader
-    with ServerProcess(["--model_name=half_plus_two", f"--model_base_path={version.parent}"]) as server:
+    with Server(["--model_name=half_plus_two", f"--model_base_path={version.parent}"]) as server:
         events = [e for e in server.log_events() if e.get("event") == "servable_warmed_up"]
         assert events[0]["requests"] == 2
 
@@ -142,7 +142,7 @@ def test_warmup_record_runs_zero_input_signatures(client_python: Path, tmp_path:
     )
     assert appended.returncode == 0, appended.stderr
     assert appended.stdout.endswith("(4 records)\n")
-    with ServerProcess(["--model_name=counter", f"--model_base_path={version.parent}"]) as server:
+    with Server(["--model_name=counter", f"--model_base_path={version.parent}"]) as server:
         get = aspired_client(client_python, "predict", f"--server={server.grpc_target}", "--model=counter",
                              "--signature=get_counter", "--json")  # fmt: skip
         assert get.returncode == 0, get.stderr

@@ -17,7 +17,7 @@ from tensorflow_serving.apis import predict_pb2
 
 from tests.client.conftest import run_drive
 from tests.client.drive import DTYPES, JSON_DTYPES, encode, samples
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import Server
 from tests.e2e.test_dtypes import export_identity
 
 pytestmark = pytest.mark.e2e
@@ -26,12 +26,12 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module", params=[False, True], ids=["typed", "tensor_content"])
 def identity_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+) -> Iterator[Server]:
     base = export_identity(tmp_path_factory.mktemp("identity") / "identity")
     flags = ["--model_name=identity", f"--model_base_path={base}"]
     if request.param:
         flags.append("--enable_serialization_as_tensor_content")
-    with ServerProcess(flags) as server:
+    with Server(flags) as server:
         yield server
 
 
@@ -44,14 +44,14 @@ def expected(name: str, rest: bool = False) -> Any:
     return {"ok": {"y": encode(value)}}
 
 
-def test_grpc_every_dtype(client_python: Path, identity_server: ServerProcess) -> None:
+def test_grpc_every_dtype(client_python: Path, identity_server: Server) -> None:
     results = run_drive(client_python, "dtypes", identity_server.grpc_target)
     assert set(results) == set(DTYPES)
     for name in DTYPES:
         assert results[name] == expected(name), name
 
 
-def test_rest_every_json_dtype(client_python: Path, identity_server: ServerProcess) -> None:
+def test_rest_every_json_dtype(client_python: Path, identity_server: Server) -> None:
     results = run_drive(client_python, "dtypes", identity_server.rest_url)
     assert set(results) == set(JSON_DTYPES)
     for name in JSON_DTYPES:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.client.conftest import client_config, run_drive
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import Server
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +31,7 @@ def error(code: str, message: str, http_status: int | None) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "rest"])
-def test_every_method(client_python: Path, client_server: ServerProcess, protocol: str) -> None:
+def test_every_method(client_python: Path, client_server: Server, protocol: str) -> None:
     rest = protocol == "rest"
     target = client_server.rest_url if rest else client_server.grpc_target
     results = run_drive(client_python, "api", target)
@@ -104,7 +104,7 @@ def test_every_method(client_python: Path, client_server: ServerProcess, protoco
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "rest"])
-def test_async_client(client_python: Path, client_server: ServerProcess, protocol: str) -> None:
+def test_async_client(client_python: Path, client_server: Server, protocol: str) -> None:
     target = client_server.rest_url if protocol == "rest" else client_server.grpc_target
     results = run_drive(client_python, "api_async", target)
     assert results[0] == {"ok": {"y": {"dtype": "float32", "shape": [2, 1], "value": [2.5, 3.0]}}}
@@ -130,7 +130,7 @@ def test_unreachable_server_is_unavailable(client_python: Path, tmp_path: Path) 
 
 def test_reload_config(client_python: Path, tmp_path: Path) -> None:
     config = client_config(tmp_path / "models.config")
-    with ServerProcess([f"--model_config_file={config}", "--file_system_poll_wait_seconds=0"]) as server:
+    with Server([f"--model_config_file={config}", "--file_system_poll_wait_seconds=0"]) as server:
         smaller = client_config(
             tmp_path / "smaller.config", {"half_plus_two": "saved_model_half_plus_two_cpu"}
         )

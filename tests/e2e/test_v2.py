@@ -19,7 +19,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from svc._proto.inference import grpc_service_pb2 as pb
 from tests.e2e.conftest import write_config
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import Server
 from tests.e2e.test_dtypes import export_identity
 from tests.e2e.v2.client_venv import ensure_venv, run_client
 from tests.paths import testdata
@@ -42,7 +42,7 @@ def triton_python() -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("v2")
     identity = export_identity(root / "identity")
     config = write_config(
@@ -57,15 +57,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     monitoring.write_text('prometheus_config { enable: true path: "/metrics" }\n')
     flags = [f"--model_config_file={config}", "--file_system_poll_wait_seconds=0",
              f"--monitoring_config_file={monitoring}"]
-    with ServerProcess(flags) as process:
+    with Server(flags) as process:
         yield process
 
 
-def url(server: ServerProcess, protocol: str) -> str:
+def url(server: Server, protocol: str) -> str:
     return server.grpc_target if protocol == "grpc" else f"127.0.0.1:{server.rest_port}"
 
 
-def client(python: Path, server: ServerProcess, protocol: str, *ops: dict[str, Any]) -> list[Any]:
+def client(python: Path, server: Server, protocol: str, *ops: dict[str, Any]) -> list[Any]:
     results: list[Any] = run_client(python, protocol, url(server, protocol), json.dumps(list(ops)))
     return results
 
@@ -75,7 +75,7 @@ def fp32(name: str, values: list[float], shape: list[int]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_health_metadata_and_index(triton_python: Path, server: ServerProcess, protocol: str) -> None:
+def test_health_metadata_and_index(triton_python: Path, server: Server, protocol: str) -> None:
     live, ready, model_ready, unknown_ready, v123_ready, label_ready, v999_ready, meta, model, tf2, index = client(
         triton_python, server, protocol,
         {"op": "live"}, {"op": "ready"}, {"op": "model_ready", "model": "half_plus_two"},
@@ -102,7 +102,7 @@ def test_health_metadata_and_index(triton_python: Path, server: ServerProcess, p
 
 
 @pytest.mark.parametrize(("protocol", "binary"), [("http", True), ("http", False), ("grpc", True)])
-def test_infer_tf1_and_tf2_exports(triton_python: Path, server: ServerProcess, protocol: str, binary: bool) -> None:
+def test_infer_tf1_and_tf2_exports(triton_python: Path, server: Server, protocol: str, binary: bool) -> None:
     x = fp32("x", [1.0, 2.0, 5.0], [3, 1])
     tf1, tf2, v123, label, latest = client(
         triton_python, server, protocol,
@@ -126,7 +126,7 @@ def test_infer_tf1_and_tf2_exports(triton_python: Path, server: ServerProcess, p
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_counter_signatures_by_parameter(triton_python: Path, server: ServerProcess, protocol: str) -> None:
+def test_counter_signatures_by_parameter(triton_python: Path, server: Server, protocol: str) -> None:
     def call(signature: str) -> dict[str, Any]:
         return {"op": "infer", "model": "counter", "inputs": [], "parameters": {"signature_name": signature}}
 
@@ -139,7 +139,7 @@ def test_counter_signatures_by_parameter(triton_python: Path, server: ServerProc
 
 
 @pytest.mark.parametrize(("protocol", "binary"), [("http", True), ("http", False), ("grpc", True)])
-def test_string_model(triton_python: Path, server: ServerProcess, protocol: str, binary: bool) -> None:
+def test_string_model(triton_python: Path, server: Server, protocol: str, binary: bool) -> None:
     items = [b"a", "\u00e9t\u00e9".encode(), b"", b"xyz"]
     if binary:
         items[2] = b"\xff\x00"  # not UTF-8: only the binary encodings carry it
@@ -161,7 +161,7 @@ DATATYPES = {
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_every_datatype_round_trips(triton_python: Path, server: ServerProcess, protocol: str) -> None:
+def test_every_datatype_round_trips(triton_python: Path, server: Server, protocol: str) -> None:
     ops = [
         {"op": "infer", "model": "identity", "parameters": {"signature_name": signature}, "outputs": ["y"],
          "inputs": [{"name": "x", "datatype": datatype, "shape": [1, 2], "values": values}]}
@@ -174,7 +174,7 @@ def test_every_datatype_round_trips(triton_python: Path, server: ServerProcess, 
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_client_sees_protocol_errors(triton_python: Path, server: ServerProcess, protocol: str) -> None:
+def test_client_sees_protocol_errors(triton_python: Path, server: Server, protocol: str) -> None:
     x = fp32("x", [1.0], [1, 1])
     unknown, wrong_type, complex_sig = client(
         triton_python, server, protocol,
@@ -193,7 +193,7 @@ def test_client_sees_protocol_errors(triton_python: Path, server: ServerProcess,
     assert "DT_COMPLEX64" in complex_sig["error"]
 
 
-def test_predict_and_model_infer_give_identical_numbers(triton_python: Path, server: ServerProcess) -> None:
+def test_predict_and_model_infer_give_identical_numbers(triton_python: Path, server: Server) -> None:
     values = np.random.default_rng(12).standard_normal((64, 1)).astype(np.float32)
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "half_plus_two"
@@ -210,7 +210,7 @@ def test_predict_and_model_infer_give_identical_numbers(triton_python: Path, ser
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_repository_unload_and_load(triton_python: Path, server: ServerProcess, protocol: str) -> None:
+def test_repository_unload_and_load(triton_python: Path, server: Server, protocol: str) -> None:
     x = fp32("x", [2.0], [1, 1])
     unloaded, ready_after_unload, server_ready, index, failed_infer = client(
         triton_python, server, protocol,
@@ -235,7 +235,7 @@ def test_repository_unload_and_load(triton_python: Path, server: ServerProcess, 
 
 
 @pytest.fixture(scope="module")
-def http(server: ServerProcess) -> Iterator[httpx.Client]:
+def http(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.rest_url, timeout=30) as c:
         yield c
 
@@ -311,7 +311,7 @@ def test_http_health_and_server_metadata(http: httpx.Client) -> None:
     assert http.get("/v2/no/such/route").status_code == 404
 
 
-def _grpc_call(server: ServerProcess, method: str, request: Any, reply: Any) -> Any:
+def _grpc_call(server: Server, method: str, request: Any, reply: Any) -> Any:
     with grpc.insecure_channel(server.grpc_target) as channel:
         call = channel.unary_unary(
             f"/inference.GRPCInferenceService/{method}",
@@ -320,13 +320,13 @@ def _grpc_call(server: ServerProcess, method: str, request: Any, reply: Any) -> 
         return call(request, timeout=30)
 
 
-def _grpc_error(server: ServerProcess, request: pb.ModelInferRequest) -> grpc.RpcError:
+def _grpc_error(server: Server, request: pb.ModelInferRequest) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as info:
         _grpc_call(server, "ModelInfer", request, pb.ModelInferResponse)
     return info.value
 
 
-def test_grpc_typed_contents_and_errors(server: ServerProcess) -> None:
+def test_grpc_typed_contents_and_errors(server: Server) -> None:
     request = pb.ModelInferRequest(model_name="half_plus_two")
     request.inputs.add(name="x", datatype="FP32", shape=[2, 1]).contents.fp32_contents.extend([1.0, 3.0])
     response = _grpc_call(server, "ModelInfer", request, pb.ModelInferResponse)
@@ -350,7 +350,7 @@ def test_grpc_typed_contents_and_errors(server: ServerProcess) -> None:
     assert "'x'" in (error.details() or "")
 
 
-def test_v2_requests_are_logged_like_predict(server: ServerProcess, http: httpx.Client) -> None:
+def test_v2_requests_are_logged_like_predict(server: Server, http: httpx.Client) -> None:
     r = http.post("/v2/models/half_plus_two/infer", json=infer_body(), headers={"x-request-id": "v2-log-1"})
     assert r.status_code == 200
     assert r.headers["x-request-id"] == "v2-log-1"
@@ -367,7 +367,7 @@ def test_v2_requests_are_logged_like_predict(server: ServerProcess, http: httpx.
     )
 
 
-def test_v2_deadline_and_metrics_are_predicts(server: ServerProcess, http: httpx.Client) -> None:
+def test_v2_deadline_and_metrics_are_predicts(server: Server, http: httpx.Client) -> None:
     """The batcher's deadline check and the request metrics see V2 calls as they see Predict."""
     expired = http.post("/v2/models/half_plus_two/infer", json={**infer_body(), "parameters": {"timeout": 0}})
     assert expired.status_code == 504, expired.text  # Triton's `timeout` (µs) shortens the deadline
@@ -395,7 +395,7 @@ def test_config_poll_keeps_an_explicit_unload_and_says_so(tmp_path: Path) -> Non
     a, b = testdata("saved_model_half_plus_two_cpu"), testdata("saved_model_half_plus_three")
     path = tmp_path / "models.config"
     write_config(path, {"a": a.name, "b": b.name})
-    with ServerProcess([f"--model_config_file={path}", "--model_config_file_poll_wait_seconds=1"]) as process, \
+    with Server([f"--model_config_file={path}", "--model_config_file_poll_wait_seconds=1"]) as process, \
             httpx.Client(base_url=process.rest_url, timeout=60) as c:
         assert c.post("/v2/repository/models/b/unload").status_code == 200
         assert c.get("/v2/models/b/ready").status_code == 400
@@ -419,7 +419,7 @@ def test_frontend_workers_speak_v2(triton_python: Path) -> None:
     and answer UNIMPLEMENTED there (documented)."""
     flags = [f"--model_base_path={testdata('saved_model_half_plus_two_cpu')}", "--model_name=m",
              "--frontend_workers=2"]
-    with ServerProcess(flags) as process:
+    with Server(flags) as process:
         x = fp32("x", [1.0, 2.0], [2, 1])
         for protocol in PROTOCOLS:
             result, ready, index = client(
