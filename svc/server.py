@@ -106,8 +106,8 @@ async def serve(
 ) -> int:
     """Run the server until SIGTERM/SIGINT, or, when `shutdown_trigger` is given (hypercorn's pattern: no
     signal handlers then), until the awaitable it returns completes; then drain and stop. `sockets` are
-    listening sockets to serve on instead of binding the ports. (With --frontend_workers > 1 the workers bind
-    the ports and the supervisor stops on signals: neither argument applies.)"""
+    listening sockets to serve on instead of binding the ports (with --frontend_workers > 1 every worker
+    accepts from them, instead of binding the ports with SO_REUSEPORT)."""
     await _load_custom_ops(options)  # before any model, and before the freeze below covers their objects
     # TensorFlow's ~300k module-level objects never die: move them out of the collector's way, so the
     # collection after each unload (which frees the old graph's cycles) takes a millisecond, not 300.
@@ -208,7 +208,8 @@ async def serve(
         pool.set_load_threads(options.num_load_threads)
         tg.start_soon(readiness.run)
         if isinstance(serving_map, PublishedServingMap):  # --frontend_workers > 1: the ports are theirs
-            await serve_workers(tg, options, core, watcher, readiness, serving_map)
+            await serve_workers(tg, options, core, watcher, readiness, serving_map, shutdown_trigger,
+                                sockets.grpc if sockets else None, sockets.rest if sockets else None)
         else:
             await _run_frontends(
                 tg, options, core, readiness, RequestLog(metrics, options.request_log_sample_rate), watcher,

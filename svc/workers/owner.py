@@ -18,7 +18,7 @@ import socket
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -320,8 +320,11 @@ class FrontendWorkers:
             link.channel.send(("scraped", rid, merge_expositions(pages)))
 
     # -- the whole life ---------------------------------------------------------------------------------
-    async def serve(self, tg: TaskGroup, ports: Ports) -> None:
-        """Start every frontend, log TF Serving's lines once all listen, drain on SIGTERM/SIGINT."""
+    async def serve(
+        self, tg: TaskGroup, ports: Ports, shutdown_trigger: Callable[[], Awaitable[object]] | None = None
+    ) -> None:
+        """Start every frontend, log TF Serving's lines once all listen, drain on SIGTERM/SIGINT (or when
+        `shutdown_trigger`'s awaitable completes: then no signal handlers)."""
         self._all_listening = anyio.Event()
         tg.start_soon(self._publish_loop)
         tg.start_soon(self._watch_monitor)
@@ -331,12 +334,17 @@ class FrontendWorkers:
             await self._all_listening.wait()
             self._poke()
             _log_listening(self._options, ports)
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    log.info("shutdown_requested", signal=signal.Signals(signum).name)
-                    break
-                tg.start_soon(_exit_on_second_signal, signals)
+            if shutdown_trigger is not None:
+                await shutdown_trigger()
+                log.info("shutdown_requested", trigger=True)
                 await self._drain()
+            else:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for signum in signals:
+                        log.info("shutdown_requested", signal=signal.Signals(signum).name)
+                        break
+                    tg.start_soon(_exit_on_second_signal, signals)
+                    await self._drain()
             workers.cancel_scope.cancel()
 
     async def _drain(self) -> None:
@@ -358,7 +366,9 @@ class FrontendWorkers:
         log.info("drain_finished")
 
 
-def reserve_ports(options: opts.Options) -> Ports:
+def reserve_ports(
+    options: opts.Options, grpc_listener: socket.socket | None = None, rest_listener: socket.socket | None = None
+) -> Ports:
     """Bind (without listening) the ports the frontends share, so a port in use fails start-up here and
     a restarted frontend can always bind again; port 0 picks a free port for all of them."""
     from svc.server import StartupError
@@ -366,14 +376,18 @@ def reserve_ports(options: opts.Options) -> Ports:
     grpc = rest = 0
     unix = None
     reserved: list[socket.socket] = []
-    if options.port:
+    if options.port and grpc_listener is not None:
+        grpc = grpc_listener.getsockname()[1]
+    elif options.port:
         try:
             grpc_sock = bind_shared("0.0.0.0", options.port)
         except OSError as exc:
             raise StartupError(f"UNAVAILABLE: Could not bind gRPC port {options.port}: {exc.strerror}") from exc
         grpc = grpc_sock.getsockname()[1]
         reserved.append(grpc_sock)
-    if options.rest_api_port and options.rest_api_port != options.port:
+    if options.rest_api_port and options.rest_api_port != options.port and rest_listener is not None:
+        rest = rest_listener.getsockname()[1]
+    elif options.rest_api_port and options.rest_api_port != options.port:
         try:
             rest_sock = bind_shared("::", options.rest_api_port)
         except OSError as exc:
@@ -390,7 +404,7 @@ def reserve_ports(options: opts.Options) -> Ports:
         unix.bind(str(path))
         unix.listen(1024)
         unix.set_inheritable(False)
-    return Ports(grpc, rest, unix, reserved)
+    return Ports(grpc, rest, unix, reserved, grpc_listener if grpc else None, rest_listener if rest else None)
 
 
 def _log_listening(options: opts.Options, ports: Ports) -> None:
@@ -416,11 +430,14 @@ async def _exit_on_second_signal(signals: AsyncIterator[int]) -> None:
 
 async def serve_workers(
     tg: TaskGroup, options: opts.Options, core: api.Core, watcher: ConfigWatcher, readiness: Readiness,
-    serving_map: PublishedServingMap,
+    serving_map: PublishedServingMap, shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    grpc_listener: socket.socket | None = None, rest_listener: socket.socket | None = None,
 ) -> None:
-    ports = reserve_ports(options)
+    """Serve through frontend workers until SIGTERM/SIGINT (or `shutdown_trigger`), then drain them.
+    Listening sockets given here are handed to every worker instead of binding the ports."""
+    ports = reserve_ports(options, grpc_listener, rest_listener)
     try:
-        await FrontendWorkers(options, core, watcher, readiness, serving_map).serve(tg, ports)
+        await FrontendWorkers(options, core, watcher, readiness, serving_map).serve(tg, ports, shutdown_trigger)
     finally:
         ports.close()
 

@@ -4,6 +4,7 @@ one model copy (no TensorFlow in the frontends), snapshots, merged metrics, one 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -210,3 +211,45 @@ def test_a_reload_is_visible_to_the_frontend_that_asked(tmp_path: Path) -> None:
             predict_request("n"), timeout=10)
         assert list(result.outputs["y"].float_val) == [2.5, 3.0]
         assert np.array(result.outputs["y"].float_val).shape == (2,)
+
+
+def test_workers_accept_from_sockets_handed_to_the_server() -> None:
+    """`serve(..., sockets=)` with workers: every frontend accepts from the listening sockets the caller
+    bound (no port chosen, released and bound again), instead of binding the ports with SO_REUSEPORT."""
+    import subprocess
+    import sys
+
+    from tests.e2e.launch import LISTENERS_VARIABLE
+    from tests.e2e.server import listening_socket, port_of
+    from tests.paths import REPO
+
+    grpc_sock, rest_sock = listening_socket(), listening_socket()
+    grpc_port, rest_port = port_of(grpc_sock), port_of(rest_sock)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", LISTENERS_VARIABLE: f"{grpc_sock.fileno()},{rest_sock.fileno()}"}
+    argv = [sys.executable, "-m", "tests.e2e.launch", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+            "--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", "--frontend_workers=2"]
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, pass_fds=[grpc_sock.fileno(), rest_sock.fileno()],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    grpc_sock.close()
+    rest_sock.close()
+    try:
+        def ready() -> bool:
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(f"http://127.0.0.1:{rest_port}/readyz", timeout=5).status_code == 200
+            return False
+
+        wait_for(ready, timeout=120)
+        for _ in range(8):
+            r = httpx.post(f"http://127.0.0.1:{rest_port}/v1/models/m:predict", json={"instances": [[1.0]]},
+                           timeout=10)
+            assert r.json() == {"predictions": [[2.5]]}
+            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+                    predict_request(), timeout=10)
+                assert list(response.outputs["y"].float_val) == [2.5, 3.0]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
