@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import orjson
 import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -26,7 +27,9 @@ def configure_logging(fmt: str = "json", level: str = "info", worker: str | None
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     else:
-        renderer = structlog.processors.JSONRenderer()
+        # orjson renders the line as bytes, written with its newline in one write (issue 11: the stdlib
+        # json.dumps + print of every request_finished line was ~8 % of a small request's CPU)
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_line)
     output = _Output(structlog.PrintLogger(sys.stdout))
     structlog.configure(
         processors=[
@@ -41,6 +44,10 @@ def configure_logging(fmt: str = "json", level: str = "info", worker: str | None
         logger_factory=lambda *args: output,
         cache_logger_on_first_use=True,
     )
+
+
+def _orjson_line(event: Any, **_: Any) -> bytes:
+    return orjson.dumps(event, default=repr, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _add_worker(worker: str) -> Any:
@@ -79,9 +86,16 @@ class _Output:
     def __init__(self, stdout: structlog.PrintLogger) -> None:
         self._stdout = stdout
 
-    def msg(self, message: str) -> None:
+    def msg(self, message: str | bytes) -> None:
         sink = _sink.get()
-        if sink is None:
+        if isinstance(message, bytes):  # a JSON line from orjson
+            if sink is not None:
+                sink(message.decode())
+                return
+            stream = sys.stdout.buffer  # the stdout of the moment (tests swap it)
+            stream.write(message + b"\n")  # one write: lines of processes sharing stdout do not interleave
+            stream.flush()
+        elif sink is None:
             self._stdout.msg(message)
         else:
             sink(message)

@@ -68,7 +68,8 @@ class Frontend:
         assert request is not None
         metadata = dict(stream.metadata or {})
         name = request.model_spec.name if hasattr(request, "model_spec") else ""
-        record = self.requests.start("grpc", method, _text(metadata.get(REQUEST_ID_HEADER)), model=name)
+        sent_id = _text(metadata.get(REQUEST_ID_HEADER))
+        record = self.requests.start("grpc", method, sent_id, model=name)
         if method in _TF_APIS:
             record.tf_api = method
         if not self.accepting:
@@ -81,7 +82,8 @@ class Frontend:
         code = Code.OK
         try:
             response = await handler(request, deadline)
-            await stream.send_initial_metadata(metadata={REQUEST_ID_HEADER: record.request_id})
+            if record.request_id == sent_id:  # echoed only when the client sent one (issue 11)
+                await stream.send_initial_metadata(metadata={REQUEST_ID_HEADER: record.request_id})
             await stream.send_message(response)
         except ServingError as exc:
             code = exc.code

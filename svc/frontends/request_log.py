@@ -7,6 +7,7 @@ can add what only it knows (`batch_size`) without threading it through every cal
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 import uuid
@@ -38,11 +39,17 @@ class RequestRecord:
 current_request: ContextVar[RequestRecord | None] = ContextVar("current_request", default=None)
 
 
+# Generated ids: one random prefix per process and a counter (a uuid4 per request cost more than it told).
+_PREFIX = uuid.uuid4().hex[:16]
+_COUNTER = itertools.count(1)
+
+
 def request_id_from(value: str | None) -> str:
-    """The caller's id when it sent a sane one, else a fresh one."""
+    """The caller's id when it sent a sane one, else a fresh one (for the log line only: responses carry an
+    id only when the caller sent it, issue 11)."""
     if value and len(value) <= _MAX_ID and value.isprintable():
         return value
-    return uuid.uuid4().hex
+    return f"{_PREFIX}-{next(_COUNTER)}"
 
 
 class RequestLog:

@@ -157,7 +157,8 @@ class RestApi:
             log.exception("request_crashed", path=uri, request_id=record.request_id)
             code, error = Code.INTERNAL, "internal error"
             response = json_response(json_tensor.format_error("Internal error"), 500)
-        response.headers[REQUEST_ID_HEADER] = record.request_id
+        if record.request_id == request.headers.get(REQUEST_ID_HEADER):  # echoed only when sent (issue 11)
+            response.headers[REQUEST_ID_HEADER] = record.request_id
         self._requests.finish(record, code.name, error)
         return response
 
