@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -32,11 +33,12 @@ sys.path.insert(0, str(REPO))
 from tests.client.conftest import VENV_CACHE, build_client_venv, source_digest
 from tests.e2e.server import free_port
 
-IMPORT_OURS = "import time; t = time.perf_counter(); import aspired_client; print(time.perf_counter() - t)"
-IMPORT_OFFICIAL = (
-    "import time; t = time.perf_counter(); import tensorflow;"
-    " import tensorflow_serving.apis.prediction_service_pb2_grpc; print(time.perf_counter() - t)"
+IMPORT = (
+    "import time; t, c = time.perf_counter(), time.process_time(); {}; "
+    "print(time.perf_counter() - t, time.process_time() - c)"
 )
+IMPORT_OURS = IMPORT.format("import aspired_client")
+IMPORT_OFFICIAL = IMPORT.format("import tensorflow, tensorflow_serving.apis.prediction_service_pb2_grpc")
 CALLS_OURS = """
 import json, sys, time
 import numpy as np
@@ -96,10 +98,11 @@ def main() -> None:
     args = parser.parse_args()
     ours = build_client_venv(VENV_CACHE / source_digest())
 
-    imports: dict[str, list[float]] = {"aspired-client": [], "official": []}
+    load_before = os.getloadavg()[0]
+    imports: dict[str, list[list[float]]] = {"aspired-client": [], "official": []}
     for _ in range(args.rounds):
-        imports["aspired-client"].append(float(run_python(ours, IMPORT_OURS)))
-        imports["official"].append(float(run_python(sys.executable, IMPORT_OFFICIAL)))
+        imports["aspired-client"].append([float(v) for v in run_python(ours, IMPORT_OURS).split()])
+        imports["official"].append([float(v) for v in run_python(sys.executable, IMPORT_OFFICIAL).split()])
 
     grpc_port, rest_port = free_port(), free_port()
     echo = subprocess.Popen(
@@ -128,12 +131,14 @@ def main() -> None:
         a["cpu_us"] / b["cpu_us"] for a, b in zip(calls["aspired-client"], calls["official"], strict=True)
     )
     print("## Client: aspired-client against the official client (`bench/client_bench.py`)\n")
-    print(f"- Machine: {platform.machine()}, Python {platform.python_version()}; {args.rounds} rounds, "
-          f"{args.calls} calls per round, medians.")  # fmt: skip
-    print("\n| | import (s) | client CPU per Predict [1,784] f32 (µs) | wall per Predict (µs) |")
-    print("|---|---:|---:|---:|")
+    print(f"- Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"{args.rounds} rounds, {args.calls} calls per round, medians; 1-minute load average before / after: "
+          f"{load_before:.2f} / {os.getloadavg()[0]:.2f}.")  # fmt: skip
+    print("\n| | import wall (s) | import CPU (s) | client CPU per Predict [1,784] f32 (µs) | wall per Predict (µs) |")
+    print("|---|---:|---:|---:|---:|")
     for name in ("aspired-client", "official"):
-        print(f"| {name} | {statistics.median(imports[name]):.3f} | {median(calls[name], 'cpu_us'):.0f} | "
+        wall, cpu = (statistics.median(row[i] for row in imports[name]) for i in (0, 1))
+        print(f"| {name} | {wall:.3f} | {cpu:.3f} | {median(calls[name], 'cpu_us'):.0f} | "
               f"{median(calls[name], 'wall_us'):.0f} |")  # fmt: skip
     print(f"\naspired-client / official client CPU per call (median of per-round ratios): {ratio:.2f}")
 

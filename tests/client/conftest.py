@@ -4,7 +4,9 @@ with pip (offline from the configured package index), and servers for it to talk
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +24,13 @@ from tests.paths import REPO
 CLIENT_SOURCE = REPO / "clients" / "python"
 VENV_CACHE = REPO / "build" / "client-venv"  # git-ignored; one venv per content of clients/python
 DRIVE = Path(__file__).with_name("drive.py")
+
+# `make test` installs the client (editable) beside the server. A venv made before the client existed
+# (`pytest` run by hand) gets it from the source tree instead, for this process and the servers and
+# `python -m svc` commands it starts; the TF-free venv of the tests always installs it for real.
+if importlib.util.find_spec("aspired_client") is None:
+    sys.path.insert(0, str(CLIENT_SOURCE))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CLIENT_SOURCE), os.environ.get("PYTHONPATH")]))
 
 MODELS = {
     "half_plus_two": "saved_model_half_plus_two_cpu",
