@@ -173,6 +173,7 @@ class Client(_Methods):
                     call.path,
                     request_serializer=type(call.request).SerializeToString,
                     response_deserializer=call.response_type.FromString,
+                    _registered_method=True,  # as grpcio's own generated stubs: registered once with the core
                 )
                 self._methods[call.path] = method
             try:
@@ -258,6 +259,7 @@ class AsyncClient(_Methods):
                     call.path,
                     request_serializer=type(call.request).SerializeToString,
                     response_deserializer=call.response_type.FromString,
+                    _registered_method=True,  # as grpcio's own generated stubs: registered once with the core
                 )
                 self._methods[call.path] = method
             try:
