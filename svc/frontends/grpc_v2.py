@@ -97,7 +97,7 @@ class InferenceService(grpc_service_grpc.GRPCInferenceServiceBase):
     async def RepositoryIndex(self, stream: Stream[Any, Any]) -> None:
         async def handle(request: pb.RepositoryIndexRequest, deadline: float | None) -> Any:
             response = pb.RepositoryIndexResponse()
-            for entry in v2.index(self._f.core, self._repository, request.ready):
+            for entry in await v2.index(self._f.core, self._repository, request.ready):
                 response.models.add(name=entry.name, version=entry.version, state=entry.state, reason=entry.reason)
             return response
 

@@ -79,7 +79,7 @@ class V2Routes:
             ready = doc.get("ready", False)
             if not isinstance(ready, bool):
                 raise invalid_argument("'ready' must be a boolean")
-            entries = v2.index(core, self._repository, ready)
+            entries = await v2.index(core, self._repository, ready)
             return _json([_index_doc(e) for e in entries])
         if (m := _REPOSITORY.fullmatch(path)) and method == "POST":
             name, action = unquote(m[1]), m[2]

@@ -11,6 +11,7 @@ of the config through the ConfigWatcher (`svc/lifecycle/config_watcher.py` has t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,10 +21,8 @@ from tensorflow.core.protobuf import meta_graph_pb2
 import svc
 from svc.errors import Code, ServingError, invalid_argument
 from svc.inference import predict as api
-from svc.lifecycle.config_watcher import model_names
 from svc.lifecycle.state_monitor import Table
 from svc.lifecycle.states import State
-from svc.options import ModelServerConfig
 from svc.wire import tensor_proto, v2_tensor
 from svc.wire.v2_request import InferOutput, InferRequest, InferResponse, Parameter
 
@@ -37,14 +36,13 @@ _SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
 
 
 class ModelRepository(Protocol):
-    """The ConfigWatcher's side of the repository extension."""
-
-    current: ModelServerConfig
-    unloaded: set[str]
+    """The ConfigWatcher's side of the repository extension (or, in a frontend worker, the model owner's)."""
 
     async def load_model(self, name: str) -> None: ...
     async def unload_model(self, name: str) -> None: ...
-    def served_names(self) -> tuple[str, ...]: ...
+    async def repository_models(self) -> tuple[tuple[str, ...], frozenset[str]]:
+        """The configured model names and the explicitly unloaded ones."""
+        ...
 
 
 def target_of(name: str, version: str) -> api.Target:
@@ -217,7 +215,9 @@ _STATE_NAMES = {
 }
 
 
-def repository_index(names: Sequence[str], unloaded: set[str], table: Table, ready_only: bool) -> list[IndexEntry]:
+def repository_index(
+    names: Sequence[str], unloaded: AbstractSet[str], table: Table, ready_only: bool
+) -> list[IndexEntry]:
     """One entry per version the server has seen of each configured model (one without a version when it
     has none), with Triton's state names."""
     entries = []
@@ -238,9 +238,9 @@ def repository_index(names: Sequence[str], unloaded: set[str], table: Table, rea
     return entries
 
 
-def index(core: api.Core, repository: ModelRepository | None, ready_only: bool) -> list[IndexEntry]:
-    repo = _repository(repository)
-    return repository_index(model_names(repo.current), repo.unloaded, core.monitor.snapshot(), ready_only)
+async def index(core: api.Core, repository: ModelRepository | None, ready_only: bool) -> list[IndexEntry]:
+    names, unloaded = await _repository(repository).repository_models()
+    return repository_index(names, unloaded, core.monitor.snapshot(), ready_only)
 
 
 def _repository(repository: ModelRepository | None) -> ModelRepository:

@@ -116,6 +116,10 @@ class ConfigWatcher:
         sources = model_sources(self.current)
         return ModelConfigs(tuple(m for m in sources.models if m.name not in self.unloaded))
 
+    async def repository_models(self) -> tuple[tuple[str, ...], frozenset[str]]:
+        """The configured model names and the explicitly unloaded ones (the repository index)."""
+        return model_names(self.current), frozenset(self.unloaded)
+
     def served_names(self) -> tuple[str, ...]:
         """The configured models that are meant to serve (readiness waits for these)."""
         return tuple(n for n in model_names(self.current) if n not in self.unloaded)

@@ -88,7 +88,8 @@ def listening_socket(host: str, listen: tuple[str, int]) -> socket.socket:
 
 
 class RemoteBackend:
-    """The model owner seen from a frontend: `submit` (the Batcher's signature), `reload`, `scrape`."""
+    """The model owner seen from a frontend: `submit` (the Batcher's signature), `reload`, `repository`,
+    `scrape`."""
 
     def __init__(self, channel: Channel, requests: Arena, replies: Arena) -> None:
         self._channel = channel
@@ -166,11 +167,38 @@ class RemoteBackend:
         if reply[0] == "err":
             raise ServingError(Code(reply[2]), reply[3])
 
+    async def repository(self, action: str, name: str) -> tuple[Any, ...]:
+        """A V2 repository call (`load`, `unload`, `models`) done by the owner's ConfigWatcher."""
+        reply = await self._call("repository", action, name)
+        if reply[0] == "err":
+            raise ServingError(Code(reply[2]), reply[3])
+        return reply
+
     async def scrape(self) -> bytes:
         """The Prometheus page aggregated over the owner and every frontend."""
         reply = await self._call("scrape")
         text: bytes = reply[2]
         return text
+
+
+class RemoteRepository:
+    """The V2 repository extension of a frontend worker: the model owner's ConfigWatcher does the work."""
+
+    def __init__(self, backend: RemoteBackend) -> None:
+        self._backend = backend
+
+    async def _do(self, action: str, name: str = "") -> tuple[Any, ...]:
+        return await self._backend.repository(action, name)
+
+    async def load_model(self, name: str) -> None:
+        await self._do("load", name)
+
+    async def unload_model(self, name: str) -> None:
+        await self._do("unload", name)
+
+    async def repository_models(self) -> tuple[tuple[str, ...], frozenset[str]]:
+        reply = await self._do("models")
+        return tuple(reply[2]), frozenset(reply[3])
 
 
 class WorkerReadiness(Readiness):
@@ -277,7 +305,8 @@ async def _serve(
 
     grpc_front = Frontend(core, requests)
     prediction, model_service = PredictionService(grpc_front), ModelService(grpc_front)
-    inference = InferenceService(grpc_front, readiness)  # V2; its repository calls need the owner: UNIMPLEMENTED
+    repository = RemoteRepository(backend)
+    inference = InferenceService(grpc_front, readiness, repository)  # V2; repository calls go to the owner
     handlers: list[Any] = [prediction, model_service, inference]
     if options.enable_grpc_healthcheck_service:
         handlers.append(Health({prediction: [readiness.status], model_service: [readiness.status],
@@ -305,7 +334,7 @@ async def _serve(
         )
         assert core.metrics is not None
         rest = WorkerRestApi(backend, mirror, core, requests, readiness, core.metrics, rest_options)
-        rest.v2 = V2Routes(rest, readiness, None)
+        rest.v2 = V2Routes(rest, readiness, repository)
         rest_sock = listening_socket("::", rest_listen)
         tg.start_soon(_serve_rest, rest, rest_sock, options, ssl_context, stop_rest, rest_done)
     else:

@@ -124,8 +124,8 @@ class FrontendWorkers:
         self._core = core
         self._watcher = watcher
         self._readiness = readiness
-        self._publisher = Publisher(serving_map, core.monitor, lambda: tuple(
-            m.name for m in watcher.current.model_config_list.config))
+        # Readiness waits for the configured models less those explicitly unloaded (V2 repository extension).
+        self._publisher = Publisher(serving_map, core.monitor, watcher.served_names)
         serving_map.on_change = self._poke
         self._links: dict[int, Link] = {}
         self._stopping = False
@@ -246,6 +246,8 @@ class FrontendWorkers:
                         self._all_listening.set()
                 case "reload":
                     tg.start_soon(self._reload, link, message[1], message[2])
+                case "repository":
+                    tg.start_soon(self._repository, link, *message[1:])
                 case "scrape":
                     tg.start_soon(self._scrape, link, message[1])
                 case "part":
@@ -300,6 +302,22 @@ class FrontendWorkers:
         except ServingError as exc:
             reply = ("err", rid, int(exc.code), exc.message)
         self._publish(link)  # the caller sees the models its reload added as soon as it is answered
+        if link.alive:
+            link.channel.send(reply)
+
+    async def _repository(self, link: Link, rid: int, action: str, name: str) -> None:
+        """The Open Inference Protocol's repository calls of a frontend, done by the ConfigWatcher here."""
+        reply: tuple[Any, ...]
+        try:
+            if action == "models":
+                names, unloaded = await self._watcher.repository_models()
+                reply = ("models", rid, list(names), sorted(unloaded))
+            else:
+                await (self._watcher.load_model if action == "load" else self._watcher.unload_model)(name)
+                reply = ("done", rid)
+        except ServingError as exc:
+            reply = ("err", rid, int(exc.code), exc.message)
+        self._publish(link)  # the caller sees the state it waited for as soon as it is answered
         if link.alive:
             link.channel.send(reply)
 

@@ -415,17 +415,23 @@ def test_config_poll_keeps_an_explicit_unload_and_says_so(tmp_path: Path) -> Non
 
 
 def test_frontend_workers_speak_v2(triton_python: Path) -> None:
-    """With --frontend_workers=2 the TF-free frontends serve V2 too; the repository calls need the model owner
-    and answer UNIMPLEMENTED there (documented)."""
+    """With --frontend_workers=2 the TF-free frontends serve V2 too; repository calls go to the model owner."""
     flags = [f"--model_base_path={testdata('saved_model_half_plus_two_cpu')}", "--model_name=m",
              "--frontend_workers=2"]
     with Server(flags) as process:
         x = fp32("x", [1.0, 2.0], [2, 1])
         for protocol in PROTOCOLS:
-            result, ready, index = client(
+            result, ready, index, unloaded, ready_after_unload, server_ready, loaded, again = client(
                 triton_python, process, protocol,
                 {"op": "infer", "model": "m", "inputs": [x]}, {"op": "model_ready", "model": "m"}, {"op": "index"},
+                {"op": "unload", "model": "m"}, {"op": "model_ready", "model": "m"}, {"op": "ready"},
+                {"op": "load", "model": "m"}, {"op": "infer", "model": "m", "inputs": [x]},
             )
             assert result["outputs"]["y"]["values"] == [2.5, 3.0]
             assert ready is True
-            assert index["status"] in ("501", "StatusCode.UNIMPLEMENTED")
+            assert [(e["name"], e["state"]) for e in index] == [("m", "READY")]
+            # The owner publishes its snapshot to the asking worker before it answers, and each client keeps one
+            # connection (one worker): the next call there sees the state the repository call waited for.
+            assert (unloaded, ready_after_unload, server_ready) == (True, False, True)
+            assert loaded is True
+            assert again["outputs"]["y"]["values"] == [2.5, 3.0]
