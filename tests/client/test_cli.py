@@ -39,9 +39,7 @@ def aspired(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_predict_json_and_npy_inputs(
-    client_python: Path, client_server: Server, tmp_path: Path
-) -> None:
+def test_predict_json_and_npy_inputs(client_python: Path, client_server: Server, tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", np.array([[1.0], [2.0]], np.float32))
     (tmp_path / "x.json").write_text("[[5.0]]")
     for server in (client_server.grpc_target, client_server.rest_url):
@@ -128,6 +126,32 @@ def test_warmup_record_is_read_by_tensorflow_and_the_server(client_python: Path,
     with Server(["--model_name=half_plus_two", f"--model_base_path={version.parent}"]) as server:
         events = [e for e in server.log_events() if e.get("event") == "servable_warmed_up"]
         assert events[0]["requests"] == 2
+
+
+def test_warmup_record_of_classify_and_regress_examples(client_python: Path, tmp_path: Path) -> None:
+    version = tmp_path / "half_plus_two" / "1"
+    shutil.copytree(testdata("saved_model_half_plus_two_cpu") / "00000123", version)
+    classify = aspired_client(client_python, "warmup-record", str(version), "--signature=classify_x_to_y",
+                              '--examples=[{"x": 1.0}, {"x": [2.0]}]', "--repeat=2")  # fmt: skip
+    assert classify.returncode == 0, classify.stderr
+    regress = aspired_client(client_python, "warmup-record", str(version), "--signature=regress_x_to_y",
+                             "--examples=[{}]", '--context={"x": 3.0}', "--append")  # fmt: skip
+    assert regress.returncode == 0, regress.stderr
+    path = version / "assets.extra" / "tf_serving_warmup_requests"
+    logs = [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(path))
+    ]
+    assert [log.WhichOneof("log_type") for log in logs] == ["classify_log", "classify_log", "regress_log"]
+    assert len(logs[0].classify_log.request.input.example_list.examples) == 2
+    assert logs[2].regress_log.request.input.example_list_with_context.context.features.feature[
+        "x"
+    ].float_list.value == [3.0]
+    with Server(["--model_name=half_plus_two", f"--model_base_path={version.parent}"]) as server:
+        events = [e for e in server.log_events() if e.get("event") == "servable_warmed_up"]
+        assert events[0]["requests"] == 3
+    wrong = aspired_client(client_python, "warmup-record", str(version), "--examples=[{}]")  # serving_default
+    assert wrong.returncode == 2
+    assert "--examples needs a classify or regress signature" in wrong.stderr
 
 
 def test_warmup_record_runs_zero_input_signatures(client_python: Path, tmp_path: Path) -> None:

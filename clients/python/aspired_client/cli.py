@@ -7,7 +7,7 @@
     metadata       --model M [--version N|--label L]
     reload         --config models.config
     health         [--model M]
-    warmup-record  VERSION_DIR --input x=... [--signature S] [--append]   (writes assets.extra/...)
+    warmup-record  VERSION_DIR --input x=...|--examples ... [--signature S] [--append]  (assets.extra/...)
 
 Every command that talks to a server takes `--server` (`host:port` for gRPC, `http://host:port` for REST;
 default `localhost:8500`), `--timeout` and `--json` (machine-readable output on stdout). JSON inputs are
@@ -147,6 +147,12 @@ def parse(argv: list[str], program: str) -> argparse.Namespace:
     warmup.add_argument("--model", default="", help="model name written into the records (not used to route)")
     warmup.add_argument("--signature", help="signature key (default serving_default)")
     _tensor_arguments(warmup)
+    warmup.add_argument(
+        "--examples",
+        help="@file.json or a JSON list of feature objects: a classify or regress record (by the signature's "
+        "method) instead of a predict record",
+    )
+    warmup.add_argument("--context", help="@file.json or a JSON object of context features (with --examples)")
     warmup.add_argument("--repeat", type=int, default=1, help="write the record this many times")
     warmup.add_argument("--append", action="store_true", help="add to an existing warmup file")
     return parser.parse_args(argv)
@@ -348,7 +354,10 @@ def _reload(args: argparse.Namespace, out: TextIO) -> int:
         raise InputError(f"{args.config}: {error}") from None
     with Client(args.server, timeout=args.timeout) as client:
         client.reload_config(config)
-    _print_json(out, {"status": "OK"}) if args.json else out.write("OK\n")
+    if args.json:
+        _print_json(out, {"status": "OK"})
+    else:
+        out.write("OK\n")
     return EXIT_OK
 
 
@@ -356,7 +365,10 @@ def _health(args: argparse.Namespace, out: TextIO) -> int:
     with Client(args.server, timeout=args.timeout) as client:
         serving = client.health(args.model)
     state = "SERVING" if serving else "NOT_SERVING"
-    _print_json(out, {"status": state}) if args.json else out.write(state + "\n")
+    if args.json:
+        _print_json(out, {"status": state})
+    else:
+        out.write(state + "\n")
     return EXIT_OK if serving else EXIT_RETRY
 
 
@@ -369,14 +381,27 @@ def _warmup_record(args: argparse.Namespace, out: TextIO) -> int:
     key = args.signature or "serving_default"
     if key not in signatures:
         raise InputError(f"{args.version_dir}: no signature {key!r}; it has {sorted(signatures)}")
-    inputs = read_inputs(args.input, args.dtype, lambda: signatures[key])
-    missing = sorted(set(signatures[key].inputs) - set(inputs))
-    if missing:
-        raise InputError(f"signature {key!r} also needs the inputs {missing}")
-    log = warmup.predict_log(args.model, inputs, args.signature)
+    if args.examples is not None:
+        if args.input:
+            raise InputError("give --input (a predict record) or --examples (classify/regress), not both")
+        method = signatures[key].method_name.rsplit("/", 1)[-1]
+        if method not in ("classify", "regress"):
+            raise InputError(f"signature {key!r} is {signatures[key].method_name!r}: --examples needs a classify "
+                             "or regress signature")  # fmt: skip
+        examples, context = _examples(args)
+        log = warmup.examples_log(method, args.model, examples, context, args.signature)
+    else:
+        if args.context is not None:
+            raise InputError("--context goes with --examples")
+        inputs = read_inputs(args.input, args.dtype, lambda: signatures[key])
+        missing = sorted(set(signatures[key].inputs) - set(inputs))
+        if missing:
+            raise InputError(f"signature {key!r} also needs the inputs {missing}")
+        log = warmup.predict_log(args.model, inputs, args.signature)
     path = warmup.write_warmup_file(args.version_dir, [log] * args.repeat, append=args.append)
     count = len(warmup.read_warmup_file(path))
-    _print_json(out, {"path": str(path), "records": count}) if args.json else out.write(
-        f"wrote {path} ({count} records)\n"
-    )
+    if args.json:
+        _print_json(out, {"path": str(path), "records": count})
+    else:
+        out.write(f"wrote {path} ({count} records)\n")
     return EXIT_OK
