@@ -281,7 +281,7 @@ class FakeModel:
 
 async def wait_until(condition: Callable[[], bool]) -> None:
     """Poll a batcher state the test cannot await directly (its queues have no events for tests)."""
-    with anyio.fail_after(5):
+    with anyio.fail_after(30):  # a bound for a broken test, not a measurement
         while not condition():  # noqa: ASYNC110
             await anyio.sleep(0.001)
 

@@ -148,7 +148,9 @@ async def test_unload_waits_for_requests_then_closes() -> None:
     unloaded: list[ServableId] = []
 
     async def release_later() -> None:
-        await anyio.sleep(0.2)
+        with anyio.fail_after(30):
+            while not servable.closing:  # noqa: ASYNC110 (the unload has begun: it waits for the request)
+                await anyio.sleep(0.001)
         assert not session.closed  # still held by a request
         servable.release()
 

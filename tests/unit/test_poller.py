@@ -344,7 +344,9 @@ async def test_poller_run_polls_once_with_zero_wait() -> None:
         await configs_send.send(ModelConfigs((ModelSource("m", BASE),)))
         assert await received.receive() == LabelsChanged("m", ())
         assert await received.receive() == aspired(1)
-        await anyio.sleep(0.05)
+        with anyio.fail_after(30):  # until it waits on its inbox: with no interval, no poll comes before
+            while configs.statistics().tasks_waiting_receive == 0:  # noqa: ASYNC110
+                await anyio.sleep(0.001)
         assert poller.polls == 1
         tg.cancel_scope.cancel()
     configs_send.close()
