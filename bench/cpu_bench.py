@@ -82,6 +82,8 @@ def request_files() -> dict[str, Path]:
 
 class Server:
     def __init__(self, name: str, tree: Path, model: str, model_dir: Path, batching: bool) -> None:
+        path = str(tree)
+        tree = Path(path.split(os.pathsep)[0])
         self.name = name
         self.model = model
         self.grpc_port, self.rest_port = free_port(), free_port()
@@ -96,7 +98,7 @@ class Server:
             argv += ["--enable_batching", f"--batching_parameters_file={conf / 'batching.config'}"]
         self.log = OUT / "logs" / f"cpu_{name.replace(' ', '_')}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONPATH": str(tree)}
+        env = {**os.environ, "PYTHONPATH": path}
         with self.log.open("wb") as sink:
             # request_finished lines are written (the default sample rate), to a file: logging is part of it
             self.process = subprocess.Popen(argv, cwd=tree, env=env, stdout=sink, stderr=subprocess.STDOUT)
@@ -178,6 +180,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--extra-path", default="", help="added to this tree's PYTHONPATH (e.g. a uvloop install)"
+    )
+    parser.add_argument(
+        "--same-tree", action="store_true", help="the baseline is this tree (with --extra-path)"
+    )
     args = parser.parse_args()
     for tool in ("wrk", "h2load"):
         if shutil.which(tool) is None:
@@ -186,7 +194,9 @@ def main() -> None:
     export_model(512)
     export_half()
     files = request_files()
-    trees = {"aspired": REPO, f"baseline {args.baseline}": export_revision(args.baseline)}
+    here = f"{REPO}{os.pathsep}{args.extra_path}" if args.extra_path else str(REPO)
+    base = REPO if args.same_tree else export_revision(args.baseline)
+    trees = {"aspired": Path(here), f"baseline {'this tree' if args.same_tree else args.baseline}": base}
     models = {"mlp": (MODEL, MODEL_DIR), "half": ("half_plus_two", HALF_DIR)}
     load_before = os.getloadavg()[0]
     results: dict[tuple[str, str], list[dict[str, float]]] = {}

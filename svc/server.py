@@ -29,6 +29,7 @@ from prometheus_client.core import Metric
 from svc import options as opts
 from svc.batching.scheduler import Batcher, batching_policy
 from svc.errors import Code, ServingError
+from svc.event_loop import backend_options
 from svc.frontends import tls
 from svc.frontends.grpc import Frontend, ModelService, PredictionService, RequestLimitCodec
 from svc.frontends.grpc_v2 import InferenceService
@@ -444,7 +445,9 @@ def run(options: opts.Options, *, sockets: Listeners | None = None) -> int:
     for flag in opts.ignored_flags(options):
         log.info("flag_ignored", flag=flag, message=f"--{flag} has no effect in this server")
     try:
-        return anyio.run(functools.partial(serve, options, sockets=sockets), backend="asyncio")
+        return anyio.run(
+            functools.partial(serve, options, sockets=sockets), backend="asyncio", backend_options=backend_options()
+        )
     except (StartupError, ServingError, BaseExceptionGroup) as exc:
         error = startup_error(exc)
         if error is None:

@@ -10,10 +10,15 @@ protos_only.install()
 
 import anyio
 
+from svc.event_loop import backend_options
 from svc.logging import line_buffered_stdout
 from svc.workers.frontend import main
 
 if __name__ == "__main__":
     line_buffered_stdout()
     control, requests, replies, index = (int(a) for a in sys.argv[1:5])
-    sys.exit(anyio.run(main, control, requests, replies, index, backend="asyncio"))
+    sys.exit(
+        anyio.run(
+            main, control, requests, replies, index, backend="asyncio", backend_options=backend_options()
+        )
+    )
