@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+import orjson
+
 from svc._proto.inference import grpc_service_pb2 as pb
 from svc.errors import invalid_argument
 from svc.wire import v2_tensor
@@ -69,9 +71,12 @@ class InferResponse:
 
 def _json_object(text: bytes | memoryview) -> dict[str, Any]:
     try:
-        doc = json.loads(bytes(text))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise invalid_argument(f"failed to parse the request JSON buffer: {exc}") from None
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:  # NaN, Infinity and other Python-json extensions that orjson refuses
+            doc = json.loads(bytes(text))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise invalid_argument(f"failed to parse the request JSON buffer: {exc}") from None
     if not isinstance(doc, dict):
         raise invalid_argument("the request JSON must be an object")
     return doc
@@ -180,10 +185,10 @@ def format_json_response(response: InferResponse, request: InferRequest) -> tupl
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            entry["data"] = v2_tensor.to_json(out.array, out.datatype)
+            entry["data"] = v2_tensor.json_data(out.array, out.datatype)
         outputs.append(entry)
     doc["outputs"] = outputs
-    header = json.dumps(doc, separators=(",", ":"), allow_nan=True).encode()
+    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)

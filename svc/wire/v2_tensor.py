@@ -260,6 +260,14 @@ def to_json(array: Array, datatype: str) -> list[Any]:
     return array.ravel().tolist()
 
 
+def json_data(array: Array, datatype: str) -> Any:
+    """`to_json` for orjson with OPT_SERIALIZE_NUMPY: numeric data stays a flat numpy array, written natively
+    (NaN and infinities as null); BYTES and the 16-bit floats as `to_json` writes them."""
+    if datatype in ("BYTES", "FP16", "BF16"):
+        return to_json(array, datatype)
+    return np.ascontiguousarray(array).ravel()
+
+
 def _as_bytes(value: object) -> bytes:
     if isinstance(value, bytes):
         return value

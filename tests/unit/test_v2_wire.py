@@ -264,3 +264,25 @@ def test_repository_index_states() -> None:
         ("d", "", "UNAVAILABLE", "no version loaded yet"), ("e", "", "UNAVAILABLE", "unloaded"),
     ]
     assert [(e.name, e.version) for e in v2.repository_index(["a", "b", "d"], set(), table, True)] == [("a", "2")]
+
+
+@pytest.mark.parametrize("datatype", sorted(SAMPLES))
+def test_json_response_data(datatype: str) -> None:
+    request = v2_request.InferRequest("m", "", "", {}, ())
+    array = SAMPLES[datatype]
+    response = v2_request.InferResponse("m", "1", "", (v2_request.InferOutput("y", datatype, array),))
+    text, header_length = v2_request.format_json_response(response, request)
+    assert header_length is None
+    (output,) = json.loads(text)["outputs"]
+    assert output["shape"] == [1, 3]
+    expected = array.astype(np.float32) if datatype in ("FP16", "BF16") else array
+    # float32 is written in its shortest form (0.1, not 0.10000000149011612): the same float32 when read
+    assert np.array(output["data"], expected.dtype).tolist() == expected.ravel().tolist()
+
+
+def test_json_response_nan_is_null() -> None:
+    request = v2_request.InferRequest("m", "", "", {}, ())
+    array = np.array([np.nan, 1.0, np.inf], np.float32)
+    response = v2_request.InferResponse("m", "1", "", (v2_request.InferOutput("y", "FP32", array),))
+    text, _ = v2_request.format_json_response(response, request)
+    assert json.loads(text)["outputs"][0]["data"] == [None, 1.0, None]  # strict JSON has no NaN
