@@ -338,6 +338,24 @@ def batching_parameters(options: Options) -> BatchingParameters | None:
     else:
         params = config_pb2.BatchingParameters()
         params.thread_pool_name.value = "model_server_batch_threads"
+    return _with_batching_defaults(params)
+
+
+PER_MODEL_BATCHING_FILE: Final = "batching_params.pbtxt"
+
+
+def per_model_batching_parameters(options: Options, version_dir: str) -> BatchingParameters | None:
+    """`--enable_per_model_batching_parameters` (with `--enable_batching`): the version directory's own
+    `batching_params.pbtxt`, with TF's defaults; None when the flags are off or the file is absent."""
+    if not (options.enable_batching and options.enable_per_model_batching_parameters):
+        return None
+    path = Path(version_dir) / PER_MODEL_BATCHING_FILE
+    if not path.is_file():
+        return None
+    return _with_batching_defaults(parse_text_config(path, config_pb2.BatchingParameters))
+
+
+def _with_batching_defaults(params: BatchingParameters) -> BatchingParameters:
     defaults: dict[str, Any] = {
         "max_batch_size": 1000,
         "batch_timeout_micros": 0,

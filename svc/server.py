@@ -18,6 +18,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -32,6 +33,7 @@ from svc.errors import Code, ServingError
 from svc.event_loop import backend_options
 from svc.frontends import tls
 from svc.frontends.grpc import Frontend, ModelService, PredictionService, RequestLimitCodec
+from svc.frontends.grpc_server import ChannelServer, channel_settings, log_ignored
 from svc.frontends.grpc_v2 import InferenceService
 from svc.frontends.request_log import RequestLog
 from svc.frontends.rest import RestApi, RestOptions
@@ -133,6 +135,9 @@ async def serve(
         options.tensorflow_intra_op_parallelism,
         options.tensorflow_inter_op_parallelism,
         options.tensorflow_session_parallelism,
+        opts.read_text_file(Path(options.tensorflow_session_config_file))
+        if options.tensorflow_session_config_file else "",
+        options.per_process_gpu_memory_fraction,
     )
 
     cache = VersionCache.from_environ()  # remote versions (s3://, ...) are loaded from a local copy
@@ -142,7 +147,13 @@ async def serve(
         try:
             local = cache.materialize(path)
             try:
+                own_policy = None
+                if options.enable_batching and options.enable_per_model_batching_parameters:
+                    # TF Serving: the version's batching_params.pbtxt, and without one the model is not batched.
+                    own = opts.per_model_batching_parameters(options, local)
+                    own_policy = batching_policy(own, _inference_threads(options))
                 servable = load(id.name, id.version, local, tags, sess_config)
+                servable.batching_policy = own_policy
                 if options.enable_model_warmup:
                     _warm_up(servable, local, options)
             except BaseException:
@@ -303,7 +314,9 @@ async def _run_frontends(
     if options.enable_grpc_healthcheck_service:
         handlers.append(Health({prediction: [readiness.status], model_service: [readiness.status],
                                 inference: [readiness.status]}))
-    codec = RequestLimitCodec(options.max_request_bytes)
+    channel = channel_settings(opts.grpc_channel_arguments(options))
+    log_ignored(channel)
+    codec = RequestLimitCodec(options.max_request_bytes, channel)
     grpc_servers: list[GrpcServer] = []  # grpclib serves one listener per Server: TCP and the UNIX socket
     ssl_context = tls.server_context(opts.ssl_config(options))  # one context, both ports, nothing on disk
     if options.port:
@@ -311,12 +324,12 @@ async def _run_frontends(
             grpc_sock = sockets.grpc or bind_tcp("0.0.0.0", options.port)
         except OSError as exc:
             raise StartupError(f"UNAVAILABLE: Could not bind gRPC port {options.port}: {exc.strerror}") from exc
-        grpc_servers.append(GrpcServer(handlers, codec=codec))
+        grpc_servers.append(ChannelServer(handlers, codec=codec, settings=channel))
         await grpc_servers[-1].start(sock=grpc_sock, ssl=ssl_context)
         log.info("grpc_server_started", port=options.port, tls=ssl_context is not None,
                  message=f"Running gRPC ModelServer at 0.0.0.0:{options.port} ...")
     if options.grpc_socket_path:
-        grpc_servers.append(GrpcServer(handlers, codec=codec))
+        grpc_servers.append(ChannelServer(handlers, codec=codec, settings=channel))
         await grpc_servers[-1].start(path=options.grpc_socket_path)
         log.info("grpc_server_started", socket=options.grpc_socket_path,
                  message=f"Running gRPC ModelServer at UNIX socket {options.grpc_socket_path} ...")

@@ -174,14 +174,18 @@ class _Queue:
         "leader",
         "model",
         "padding_rows",
+        "policy",
         "rows_run",
         "running",
         "tasks_run",
         "version",
     )
 
-    def __init__(self, runner: Runner, lane: Lane, feeds: tuple[str, ...], fetches: tuple[str, ...]) -> None:
+    def __init__(
+        self, runner: Runner, lane: Lane, feeds: tuple[str, ...], fetches: tuple[str, ...], policy: BatchingPolicy
+    ) -> None:
         self.model, self.version = runner.name, runner.version  # no reference: queues die with the servable
+        self.policy = policy  # the server's, or the version's own batching_params.pbtxt
         self.lane, self.feeds, self.fetches = lane, feeds, fetches
         self.batches: deque[_Batch] = deque()
         self.leader: _Call | None = None
@@ -231,8 +235,9 @@ class Batcher:
         if deadline is not None and anyio.current_time() >= deadline:
             self._totals["expired"] += 1
             raise ServingError(Code.DEADLINE_EXCEEDED, QUEUE_TIMEOUT)
-        lane, size = self._lane(feeds)
-        queue = self._queue(servable, lane, feeds, fetches)
+        policy = self.policy_for(servable)
+        lane, size = self._lane(policy, feeds)
+        queue = self._queue(servable, lane, feeds, fetches, policy)
         sizes = self._admit(queue, size)
         call = _Call(servable, deadline, len(sizes))
         call.fetch_index = [queue.fetches.index(f) for f in fetches]
@@ -280,15 +285,20 @@ class Batcher:
         return BatcherStatistics(queues, **self._totals)
 
     # -- admission (TF's Queue::Schedule) ---------------------------------------------------------------------
-    def _lane(self, feeds: Mapping[str, Array]) -> tuple[Lane, int]:
-        if not self.policy.enabled:
+    def policy_for(self, runner: Runner) -> BatchingPolicy:
+        """The server's policy, or the version's own (`--enable_per_model_batching_parameters`, issue 10)."""
+        own = getattr(runner, "batching_policy", None)
+        return own if isinstance(own, BatchingPolicy) else self.policy
+
+    def _lane(self, policy: BatchingPolicy, feeds: Mapping[str, Array]) -> tuple[Lane, int]:
+        if not policy.enabled:
             first = next(iter(feeds.values()), None)
             return Lane.SINGLE, int(first.shape[0]) if first is not None and first.ndim else 1
         size = task_size(feeds)
         return (Lane.SERIAL, 1) if size is None else (Lane.BATCHED, size)
 
     def _queue(
-        self, runner: Runner, lane: Lane, feeds: Mapping[str, Array], fetches: Sequence[str]
+        self, runner: Runner, lane: Lane, feeds: Mapping[str, Array], fetches: Sequence[str], policy: BatchingPolicy
     ) -> _Queue:
         names = tuple(sorted(feeds))
         dtypes = tuple(feeds[n].dtype.str for n in names) if lane is Lane.BATCHED else ()
@@ -296,12 +306,12 @@ class Batcher:
         per_servable = self._queues.setdefault(runner, {})
         queue = per_servable.get(key)
         if queue is None:
-            queue = per_servable[key] = _Queue(runner, lane, key[1], key[2])
+            queue = per_servable[key] = _Queue(runner, lane, key[1], key[2], policy)
         return queue
 
     def _admit(self, queue: _Queue, size: int) -> list[int]:
         """The sizes of the pieces the task enters the queue as; raises when it cannot."""
-        policy = self.policy
+        policy = queue.policy
         if not policy.enabled:
             return [size]
         enqueued = max(len(queue.batches), 1)
@@ -333,7 +343,7 @@ class Batcher:
         return [size]
 
     def _place(self, queue: _Queue, call: _Call, feeds: Mapping[str, Array], sizes: list[int]) -> None:
-        limit = self.policy.execution_batch_size
+        limit = queue.policy.execution_batch_size
         offset = 0
         now = anyio.current_time()
         for index, n in enumerate(sizes):
@@ -409,9 +419,9 @@ class Batcher:
             return math.inf
         if queue.lane is not Lane.BATCHED or len(queue.batches) > 1:
             return 0.0
-        if head.size >= self.policy.execution_batch_size:
+        if head.size >= queue.policy.execution_batch_size:
             return 0.0
-        return max(0.0, head.opened_at + self.policy.batch_timeout_micros / 1e6 - now)
+        return max(0.0, head.opened_at + queue.policy.batch_timeout_micros / 1e6 - now)
 
     async def _next_batch(self, queue: _Queue, call: _Call) -> tuple[_Batch, object] | None:
         while (wait := self._wait_time(queue, anyio.current_time())) > 0:
@@ -495,7 +505,7 @@ class Batcher:
     def _padding(self, queue: _Queue, batch: _Batch) -> int:
         if queue.lane is not Lane.BATCHED or batch.size == 0:
             return 0
-        return padded_size(self.policy.allowed_batch_sizes, batch.size) - batch.size
+        return padded_size(queue.policy.allowed_batch_sizes, batch.size) - batch.size
 
     def _execute(self, queue: _Queue, batch: _Batch) -> list[list[Array]]:
         """One TensorFlow run for the batch (inference thread)."""
@@ -506,7 +516,7 @@ class Batcher:
             return [outputs]
         padding = self._padding(queue, batch)
         feeds = merge_inputs(
-            queue.feeds, [p.feeds for p in batch.pieces], padding, self.policy.pad_variable_length_inputs
+            queue.feeds, [p.feeds for p in batch.pieces], padding, queue.policy.pad_variable_length_inputs
         )
         outputs = runner.run(feeds, queue.fetches)
         return split_outputs(outputs, [p.size for p in batch.pieces], padding)

@@ -21,6 +21,7 @@ from grpclib.server import Stream
 
 from svc._proto.tensorflow_serving.apis import model_service_grpc, prediction_service_grpc
 from svc.errors import Code, ServingError, grpc_message
+from svc.frontends.grpc_server import ChannelSettings
 from svc.frontends.request_log import REQUEST_ID_HEADER, RequestLog
 from svc.inference import classify_regress as inference
 from svc.inference import predict as api
@@ -39,10 +40,13 @@ def grpc_error(exc: ServingError) -> GRPCError:
 
 
 class RequestLimitCodec(ProtoCodec):
-    """Refuses a request message above `--max_request_bytes` before parsing it."""
+    """Refuses a request message above `--max_request_bytes` (and `grpc.max_receive_message_length`)
+    before parsing it, and a response above `grpc.max_send_message_length` (gRPC core's text)."""
 
-    def __init__(self, max_bytes: int) -> None:
-        self._max_bytes = max_bytes
+    def __init__(self, max_bytes: int, channel: ChannelSettings | None = None) -> None:
+        receive = channel.max_receive_message_length if channel is not None else None
+        self._max_bytes = max_bytes if receive is None else min(max_bytes, receive)
+        self._max_send = channel.max_send_message_length if channel is not None else None
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         if len(data) > self._max_bytes:
@@ -51,6 +55,14 @@ class RequestLimitCodec(ProtoCodec):
                 f"Request message of {len(data)} bytes is larger than the limit of {self._max_bytes} bytes",
             )
         return super().decode(data, message_type)
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        data = super().encode(message, message_type)
+        if self._max_send is not None and len(data) > self._max_send:
+            raise GRPCError(
+                Status.RESOURCE_EXHAUSTED, f"Sent message larger than max ({len(data)} vs. {self._max_send})"
+            )
+        return data
 
 
 @dataclass
@@ -89,6 +101,10 @@ class Frontend:
             code = exc.code
             self.requests.finish(record, code.name, exc.message)
             raise grpc_error(exc) from None
+        except GRPCError as exc:  # the codec refused the response (grpc.max_send_message_length)
+            code = Code(exc.status.value)
+            self.requests.finish(record, code.name, exc.message or "")
+            raise
         except Exception:
             code = Code.INTERNAL
             log.exception("request_crashed", api=method, request_id=record.request_id)

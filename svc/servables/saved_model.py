@@ -40,6 +40,7 @@ class Servable:
         self.signatures: Mapping[str, meta_graph_pb2.SignatureDef] = meta_graph.signature_def
         self._callables: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
         self._callables_lock = threading.Lock()
+        self.batching_policy: Any = None  # the version's own (batching_params.pbtxt), else the server's
         self.inflight = 0
         self.closing = False
         self._idle: anyio.Event | None = None
@@ -145,11 +146,22 @@ def _load_error(code: Code, message: str) -> ServingError:
     return PermanentError(code, explained)
 
 
-def session_config(intra: int, inter: int, parallelism: int) -> Any:
-    """A ConfigProto from the tensorflow_*_parallelism flags (0 = TF chooses)."""
+def session_config(intra: int, inter: int, parallelism: int, config_text: str = "", gpu_fraction: float = 0.0) -> Any:
+    """The sessions' ConfigProto: `--tensorflow_session_config_file`'s text (if any), then the
+    tensorflow_*_parallelism flags (0 = TF chooses) and `--per_process_gpu_memory_fraction` when set."""
+    from google.protobuf import text_format
     from tensorflow.core.protobuf import config_pb2
 
     config = config_pb2.ConfigProto()
+    if config_text:
+        try:
+            text_format.Parse(config_text, config)
+        except text_format.ParseError as exc:
+            raise ServingError(
+                Code.INVALID_ARGUMENT, f"Error parsing text-format tensorflow.ConfigProto: {exc}"
+            ) from exc
+    if gpu_fraction > 0:
+        config.gpu_options.per_process_gpu_memory_fraction = gpu_fraction
     if parallelism > 0:
         config.intra_op_parallelism_threads = parallelism
         config.inter_op_parallelism_threads = parallelism

@@ -35,6 +35,7 @@ from svc.batching.scheduler import Batcher
 from svc.errors import Code, ServingError
 from svc.frontends import tls
 from svc.frontends.grpc import Frontend, ModelService, PredictionService, RequestLimitCodec
+from svc.frontends.grpc_server import ChannelServer, channel_settings
 from svc.frontends.grpc_v2 import InferenceService
 from svc.frontends.request_log import RequestLog, current_request
 from svc.frontends.rest import RestApi, RestOptions, json_response
@@ -311,15 +312,16 @@ async def _serve(
     if options.enable_grpc_healthcheck_service:
         handlers.append(Health({prediction: [readiness.status], model_service: [readiness.status],
                                 inference: [readiness.status]}))
-    codec = RequestLimitCodec(options.max_request_bytes)
+    channel_args = channel_settings(opts.grpc_channel_arguments(options))
+    codec = RequestLimitCodec(options.max_request_bytes, channel_args)
     ssl_context = tls.server_context(opts.ssl_config(options))
     servers: list[GrpcServer] = []
     if grpc_listen is not None:
         sock = listening_socket("0.0.0.0", grpc_listen)
-        servers.append(GrpcServer(handlers, codec=codec))
+        servers.append(ChannelServer(handlers, codec=codec, settings=channel_args))
         await servers[-1].start(sock=sock, ssl=ssl_context)
     if unix_fd is not None:
-        servers.append(GrpcServer(handlers, codec=codec))
+        servers.append(ChannelServer(handlers, codec=codec, settings=channel_args))
         await servers[-1].start(sock=socket.socket(fileno=unix_fd))
     stop_rest, rest_done = anyio.Event(), anyio.Event()
     rest: RestApi | None = None

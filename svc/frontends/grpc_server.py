@@ -1,0 +1,158 @@
+"""`--grpc_channel_arguments` applied to grpclib's server (TF Serving hands them to `grpc::ServerBuilder`).
+
+What grpclib can honour is applied: `grpc.max_connection_age_ms` (a GOAWAY once a connection is that old,
+so clients reconnect and spread over replicas, with grpc core's +/-10% jitter) and
+`grpc.max_connection_age_grace_ms` (then the connection is closed), keepalive pings
+(`grpc.keepalive_time_ms`, `grpc.keepalive_timeout_ms`, `grpc.keepalive_permit_without_calls`,
+`grpc.http2.max_pings_without_data`, `grpc.http2.min_time_between_pings_ms`), `grpc.max_concurrent_streams`
+(HTTP/2 SETTINGS), and message sizes (`grpc.max_receive_message_length` bounds requests with
+`--max_request_bytes`, `grpc.max_send_message_length` bounds responses). Every other argument is logged
+once at start-up as `grpc_channel_argument_ignored`: nothing is silently ignored (issue 10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from grpclib.config import Configuration
+from grpclib.protocol import H2Protocol
+from grpclib.server import Handler, Server
+from h2.settings import SettingCodes
+from hyperframe.frame import GoAwayFrame
+
+from svc.errors import invalid_argument
+from svc.logging import get_logger
+
+log = get_logger(frontend="grpc")
+
+_KEEPALIVE: dict[str, tuple[str, float]] = {  # argument -> (grpclib Configuration field, scale)
+    "grpc.keepalive_time_ms": ("_keepalive_time", 1e-3),
+    "grpc.keepalive_timeout_ms": ("_keepalive_timeout", 1e-3),
+    "grpc.keepalive_permit_without_calls": ("_keepalive_permit_without_calls", 1),
+    "grpc.http2.max_pings_without_data": ("_http2_max_pings_without_data", 1),
+    "grpc.http2.min_time_between_pings_ms": ("_http2_min_sent_ping_interval_without_data", 1e-3),
+}
+_INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSettings:
+    """The server-side meaning of `--grpc_channel_arguments`."""
+
+    max_connection_age: float | None = None  # seconds
+    max_connection_age_grace: float | None = None  # seconds; None: wait for the calls in flight
+    max_concurrent_streams: int | None = None
+    max_receive_message_length: int | None = None
+    max_send_message_length: int | None = None
+    configuration: Configuration = field(default_factory=Configuration)
+    ignored: tuple[str, ...] = ()
+
+
+def channel_settings(arguments: Sequence[tuple[str, int | str]]) -> ChannelSettings:
+    """Map `opts.grpc_channel_arguments(options)` onto what grpclib can do (pure). Raises ServingError
+    INVALID_ARGUMENT for a value grpclib refuses (a keepalive time that is not positive, ...)."""
+    values: dict[str, Any] = {}
+    configuration: dict[str, Any] = {}
+    ignored: list[str] = []
+    for key, value in arguments:
+        if key in _KEEPALIVE and isinstance(value, int):
+            name, scale = _KEEPALIVE[key]
+            configuration[name] = bool(value) if name == "_keepalive_permit_without_calls" else value * scale
+        elif key in ("grpc.max_connection_age_ms", "grpc.max_connection_age_grace_ms") and isinstance(value, int):
+            # grpc core: INT_MAX means "never"
+            values[key] = None if value >= _INT32_MAX else max(value, 0) / 1000
+        elif key in ("grpc.max_concurrent_streams", "grpc.max_receive_message_length",
+                     "grpc.max_send_message_length") and isinstance(value, int):
+            values[key] = None if value < 0 else value  # grpc core: -1 means no limit
+        else:
+            ignored.append(key)
+    try:
+        config = Configuration(**configuration)
+    except (ValueError, TypeError) as exc:
+        raise invalid_argument(f"--grpc_channel_arguments: {exc}") from exc
+    return ChannelSettings(
+        max_connection_age=values.get("grpc.max_connection_age_ms"),
+        max_connection_age_grace=values.get("grpc.max_connection_age_grace_ms"),
+        max_concurrent_streams=values.get("grpc.max_concurrent_streams"),
+        max_receive_message_length=values.get("grpc.max_receive_message_length"),
+        max_send_message_length=values.get("grpc.max_send_message_length"),
+        configuration=config,
+        ignored=tuple(ignored),
+    )
+
+
+def log_ignored(settings: ChannelSettings) -> None:
+    for key in settings.ignored:
+        log.warning("grpc_channel_argument_ignored", argument=key,
+                    message=f"--grpc_channel_arguments: {key} has no effect in this server")
+
+
+class _Protocol(H2Protocol):
+    """grpclib's HTTP/2 protocol plus connection age (GOAWAY) and SETTINGS_MAX_CONCURRENT_STREAMS."""
+
+    def __init__(self, handler: Any, config: Configuration, h2_config: Any, settings: ChannelSettings) -> None:
+        super().__init__(handler, config, h2_config)
+        self.settings = settings
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._transport = transport
+        h2 = self.connection._connection
+        if self.settings.max_concurrent_streams is not None:
+            h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: self.settings.max_concurrent_streams})
+            self.connection.flush()
+        age = self.settings.max_connection_age
+        if age is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(age * random.uniform(0.9, 1.1), self._go_away)
+
+    def _go_away(self) -> None:
+        """GOAWAY (NO_ERROR), as grpc core's first one: the last stream id is the largest possible, so every
+        call the client sent before it saw the frame is still served; the client opens a new connection for
+        the next ones. h2's own close_connection would refuse frames of the calls still running, so the
+        frame is written beside h2's state machine. Once the client has had a moment to see the frame, the
+        connection closes when no call is left on it (or after grpc.max_connection_age_grace_ms)."""
+        if self._transport.is_closing():
+            return
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = _INT32_MAX
+        frame.error_code = 0
+        self._transport.write(frame.serialize())
+        loop = asyncio.get_running_loop()
+        grace = self.settings.max_connection_age_grace
+        if grace is not None:
+            loop.call_later(grace, self._transport.close)
+        loop.call_later(1.0, self._close_when_idle)
+
+    def _close_when_idle(self) -> None:
+        if self._transport.is_closing():
+            return
+        if self.connection._connection.open_inbound_streams == 0:
+            self._transport.close()
+            return
+        asyncio.get_running_loop().call_later(0.1, self._close_when_idle)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        super().connection_lost(exc)
+
+
+class ChannelServer(Server):
+    """grpclib's Server with `--grpc_channel_arguments` applied."""
+
+    def __init__(self, handlers: Collection[Any], *, codec: Any, settings: ChannelSettings) -> None:
+        super().__init__(handlers, codec=codec, config=settings.configuration)
+        self._settings = settings
+
+    def _protocol_factory(self) -> H2Protocol:
+        # grpclib's own factory, with our protocol class
+        self.__gc_step__()
+        handler = Handler(self._mapping, self._codec, self._status_details_codec, self.__dispatch__)
+        self._handlers.add(handler)
+        return _Protocol(handler, self._config, self._h2_config, self._settings)
