@@ -117,9 +117,13 @@ class Metrics:
             "/tensorflow/cc/saved_model/load_attempt_count", ("model_path", "status")
         )
         self.load_latency = TfCounter("/tensorflow/cc/saved_model/load_latency", ("model_path",))
+        self.example_counts = TfHistogram(
+            "/tensorflow/serving/request_example_counts", ("model",), exponential_buckets(1, 2, 15)
+        )
+        self.example_count_total = TfCounter("/tensorflow/serving/request_example_count_total", ("model",))
         self._tf: list[TfCounter | TfHistogram] = [
             self.request_count, self.request_latency, self.runtime_latency, self.queuing_latency,
-            self.load_attempt_count, self.load_latency,
+            self.load_attempt_count, self.load_latency, self.example_counts, self.example_count_total,
         ]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -188,6 +192,20 @@ class Metrics:
             self.load_duration.labels(model, str(version)).observe(seconds)
         else:
             self.load_failures.labels(model, str(version)).inc()
+
+    def examples(self, model: str, count: int) -> None:
+        """Examples in one Classify/Regress/MultiInference request."""
+        with self._lock:
+            self.example_counts.observe(count, model)
+            self.example_count_total.increment(model, by=count)
+
+    def int64_value(self, tf_name: str) -> int | None:
+        """The first point of a TF counter by its TF name (`/tensorflow/...`); None for an unknown name."""
+        with self._lock:
+            for metric in self._tf:
+                if metric.name == tf_name and isinstance(metric, TfCounter):
+                    return next(iter(metric.values.values()), 0)
+        return None
 
     def unload(self, model: str, version: int, seconds: float) -> None:
         self.unload_duration.labels(model, str(version)).observe(seconds)

@@ -37,17 +37,17 @@ _T = TypeVar("_T")
 _M = TypeVar("_M", bound=message.Message)
 
 
-def _flag(default: _T, kind: str, help: str, *, ignored: bool = False) -> _T:
-    """A field that is also a command-line flag: `kind` is TF's flag type (int32, int64, float, string, bool);
-    `ignored` marks TF flags accepted for compatibility that this server does not act on."""
-    metadata = {"flag_type": kind, "help": help, "ignored": ignored}
+def _flag(default: _T, kind: str, help: str) -> _T:
+    """A field that is also a command-line flag: `kind` is TF's flag type (int32, int64, float, string, bool).
+    A TF flag this server does not act on is listed in IGNORED_FLAGS, with the reason."""
+    metadata = {"flag_type": kind, "help": help}
     return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True, slots=True)
 class Options:
     """One field per `tensorflow_model_server` flag (same name, type and default; flags whose field says
-    `ignored=True` are accepted and logged, not acted on), then this server's own flags.
+    in IGNORED_FLAGS are accepted and logged, not acted on), then this server's own flags.
 
     Deliberate difference: `enable_grpc_healthcheck_service` defaults to true (TF Serving: false), so
     orchestrators' gRPC health probes work without extra flags; `--enable_grpc_healthcheck_service=false`
@@ -57,7 +57,7 @@ class Options:
     port: int = _flag(8500, "int32", "gRPC TCP port (binds 0.0.0.0); 0 disables TCP gRPC.")
     grpc_socket_path: str = _flag("", "string", "If non-empty, gRPC also listens on this UNIX socket.")
     rest_api_port: int = _flag(0, "int32", "HTTP/REST port; 0 = no REST API. Must differ from --port.")
-    rest_api_num_threads: int = _flag(4 * N_CPU, "int32", "REST executor threads.", ignored=True)
+    rest_api_num_threads: int = _flag(4 * N_CPU, "int32", "REST executor threads.")
     rest_api_timeout_in_ms: int = _flag(30000, "int32", "Timeout of REST predict/classify/regress calls.")
     rest_api_enable_cors_support: bool = _flag(False, "bool", "Add CORS headers to REST responses.")
     enable_batching: bool = _flag(False, "bool", "Batch requests (see --batching_parameters_file).")
@@ -93,7 +93,7 @@ class Options:
     file_system_poll_wait_seconds: int = _flag(
         1, "int32", "Seconds between polls of the base paths; 0 = poll once; negative = never."
     )
-    flush_filesystem_caches: bool = _flag(True, "bool", "Flush filesystem caches after loads.", ignored=True)
+    flush_filesystem_caches: bool = _flag(True, "bool", "Flush filesystem caches after loads.")
     tensorflow_session_parallelism: int = _flag(
         0, "int64", "Intra- and inter-op threads of a session; 0 = TensorFlow chooses."
     )
@@ -101,20 +101,18 @@ class Options:
     tensorflow_intra_op_parallelism: int = _flag(0, "int64", "Intra-op threads; 0 = TensorFlow chooses.")
     tensorflow_inter_op_parallelism: int = _flag(0, "int64", "Inter-op threads; 0 = TensorFlow chooses.")
     use_alts_credentials: bool = _flag(
-        False, "bool", "Google ALTS credentials (not supported).", ignored=True
-    )
+        False, "bool", "Google ALTS credentials (not supported).")
     ssl_config_file: str = _flag("", "string", "Text-format SSLConfig file: TLS on the gRPC port.")
-    platform_config_file: str = _flag("", "string", "Text-format PlatformConfigMap file.", ignored=True)
+    platform_config_file: str = _flag("", "string", "Text-format PlatformConfigMap file.")
     per_process_gpu_memory_fraction: float = _flag(
-        0.0, "float", "GPU memory fraction per process; 0 = TensorFlow chooses.", ignored=True
-    )
+        0.0, "float", "GPU memory fraction per process; 0 = TensorFlow chooses.")
     saved_model_tags: str = _flag("serve", "string", "Comma-separated MetaGraph tags to load.")
     grpc_channel_arguments: str = _flag(
         "",
         "string",
         "Comma-separated key=value gRPC server arguments (e.g. grpc.max_connection_age_ms=2000).",
     )
-    grpc_max_threads: int = _flag(4 * N_CPU, "int32", "Maximum gRPC server threads.", ignored=True)
+    grpc_max_threads: int = _flag(4 * N_CPU, "int32", "Maximum gRPC server threads.")
     enable_model_warmup: bool = _flag(
         True, "bool", "Replay assets.extra/tf_serving_warmup_requests when a version loads."
     )
@@ -126,22 +124,20 @@ class Options:
         "", "string", "Text-format MonitoringConfig file (Prometheus page on the REST port)."
     )
     remove_unused_fields_from_bundle_metagraph: bool = _flag(
-        True, "bool", "Keep only the SignatureDefs of the MetaGraphDef in memory.", ignored=True
-    )
-    prefer_tflite_model: bool = _flag(False, "bool", "Load model.tflite if present.", ignored=True)
-    num_tflite_pools: int = _flag(N_CPU, "int32", "TFLite interpreter pools.", ignored=True)
-    num_tflite_interpreters_per_pool: int = _flag(1, "int32", "TFLite interpreters per pool.", ignored=True)
+        True, "bool", "Keep only the SignatureDefs of the MetaGraphDef in memory.")
+    prefer_tflite_model: bool = _flag(False, "bool", "Load model.tflite if present.")
+    num_tflite_pools: int = _flag(N_CPU, "int32", "TFLite interpreter pools.")
+    num_tflite_interpreters_per_pool: int = _flag(1, "int32", "TFLite interpreters per pool.")
     enable_signature_method_name_check: bool = _flag(
         False, "bool", "Check SignatureDef method_name against the API (off: TF2 models work)."
     )
-    xla_cpu_compilation_enabled: bool = _flag(False, "bool", "Allow XLA:CPU JIT.", ignored=True)
-    xla_gpu_compilation_enabled: bool = _flag(False, "bool", "Allow XLA:CPU and XLA:GPU JIT.", ignored=True)
-    enable_profiler: bool = _flag(True, "bool", "TensorFlow profiler service.", ignored=True)
+    xla_cpu_compilation_enabled: bool = _flag(False, "bool", "Allow XLA:CPU JIT.")
+    xla_gpu_compilation_enabled: bool = _flag(False, "bool", "Allow XLA:CPU and XLA:GPU JIT.")
+    enable_profiler: bool = _flag(True, "bool", "TensorFlow profiler service.")
     thread_pool_factory_config_file: str = _flag(
-        "", "string", "Text-format ThreadPoolConfig file.", ignored=True
-    )
-    mixed_precision: str = _flag("", "string", "Mixed precision mode, e.g. bfloat16.", ignored=True)
-    skip_initialize_tpu: bool = _flag(False, "bool", "Skip TPU initialization.", ignored=True)
+        "", "string", "Text-format ThreadPoolConfig file.")
+    mixed_precision: str = _flag("", "string", "Mixed precision mode, e.g. bfloat16.")
+    skip_initialize_tpu: bool = _flag(False, "bool", "Skip TPU initialization.")
     # Default differs from TF Serving (false); see the class docstring.
     enable_grpc_healthcheck_service: bool = _flag(
         True, "bool", "grpc.health.v1.Health with ModelService and PredictionService SERVING (default on)."
@@ -188,13 +184,34 @@ class Options:
 
 FLAGS: Final = tuple(fields(Options))
 
+# The one table of `tensorflow_model_server` flags accepted for compatibility and not acted on, with the
+# reason; each is logged as `flag_ignored` at start-up when set, and listed in the README. Every other flag
+# is applied, and tests/unit/test_flag_table.py names the test that shows its effect (issue 10).
+IGNORED_FLAGS: Final[dict[str, str]] = {
+    "rest_api_num_threads": "REST runs on the asyncio event loop; inference threads are num_batch_threads",
+    "grpc_max_threads": "gRPC runs on the asyncio event loop; inference threads are num_batch_threads",
+    "flush_filesystem_caches": "the local and fsspec filesystems used here keep no caches to flush",
+    "use_alts_credentials": "there is no ALTS outside Google's infrastructure",
+    "platform_config_file": "the only platform is tensorflow, configured by the other flags",
+    "remove_unused_fields_from_bundle_metagraph": "always on: only the SignatureDefs are kept in memory",
+    "prefer_tflite_model": "TensorFlow Lite models are not served",
+    "num_tflite_pools": "TensorFlow Lite models are not served",
+    "num_tflite_interpreters_per_pool": "TensorFlow Lite models are not served",
+    "xla_cpu_compilation_enabled": "XLA JIT is TensorFlow's own per-graph choice here",
+    "xla_gpu_compilation_enabled": "XLA JIT is TensorFlow's own per-graph choice here",
+    "enable_profiler": "no TensorFlow profiler service is started",
+    "thread_pool_factory_config_file": "no custom inter/intra-op thread pool factories",
+    "mixed_precision": "no bfloat16 graph rewrite is applied",
+    "skip_initialize_tpu": "no TPU support",
+}
+
 
 def ignored_flags(options: Options) -> list[str]:
     """Names of the accepted-but-ignored TF flags that `options` sets to something other than the default."""
     return [
         flag.name
         for flag in FLAGS
-        if flag.metadata["ignored"] and getattr(options, flag.name) != flag.default
+        if flag.name in IGNORED_FLAGS and getattr(options, flag.name) != flag.default
     ]
 
 

@@ -39,7 +39,7 @@ from svc.frontends.request_log import RequestLog
 from svc.frontends.rest import RestApi, RestOptions
 from svc.frontends.rest_v2 import V2Routes
 from svc.inference import predict as api
-from svc.lifecycle.config_watcher import ConfigWatcher
+from svc.lifecycle.config_watcher import ConfigWatcher, model_names
 from svc.lifecycle.loader_pool import LoaderPool, RetryPolicy
 from svc.lifecycle.messages import LoaderInbox, ManagerInbox, ModelConfigs, ServableId, ServableStateChanged
 from svc.lifecycle.readiness import Readiness
@@ -73,6 +73,7 @@ def bind_tcp(host: str, port: int) -> socket.socket:
             sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            _reuse_port(sock)
             sock.bind(("::", port))
             sock.listen(1024)
             sock.setblocking(False)
@@ -81,6 +82,7 @@ def bind_tcp(host: str, port: int) -> socket.socket:
             host = "0.0.0.0"
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    _reuse_port(sock)
     sock.bind((host, port))
     sock.listen(1024)
     sock.setblocking(False)
@@ -94,6 +96,13 @@ class Listeners:
 
     grpc: socket.socket | None = None
     rest: socket.socket | None = None
+
+
+def _reuse_port(sock: socket.socket) -> None:
+    """SO_REUSEPORT, as gRPC sets it on TF Serving's listener: a second server on the same port starts and
+    the kernel spreads new connections over both (issue 10)."""
+    if hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 
 
 def _inference_threads(options: opts.Options) -> int:
@@ -191,6 +200,7 @@ async def serve(
         read_file=read_file,
         poll_wait_seconds=options.model_config_file_poll_wait_seconds,
         allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models,
+        serving_map=serving_map,
     )
     core = api.Core(
         serving_map=serving_map,
@@ -223,9 +233,12 @@ async def serve(
             await serve_workers(tg, options, core, watcher, readiness, serving_map, shutdown_trigger,
                                 sockets.grpc if sockets else None, sockets.rest if sockets else None)
         else:
+            def is_known_model(name: str) -> bool:
+                return name in serving_map.current.models or name in model_names(watcher.current)
+
+            requests = RequestLog(metrics, options.request_log_sample_rate, is_known_model)
             await _run_frontends(
-                tg, options, core, readiness, RequestLog(metrics, options.request_log_sample_rate), watcher,
-                shutdown_trigger, sockets or Listeners(),
+                tg, options, core, readiness, requests, watcher, shutdown_trigger, sockets or Listeners(),
             )
         _close_servables(serving_map)
         tg.cancel_scope.cancel()
@@ -456,7 +469,8 @@ def run(options: opts.Options, *, sockets: Listeners | None = None) -> int:
         line_buffered_stdout()  # the frontend workers write to the same stdout
     configure_logging(options.log_format, options.log_level, worker="owner" if workers else None)
     for flag in opts.ignored_flags(options):
-        log.info("flag_ignored", flag=flag, message=f"--{flag} has no effect in this server")
+        log.info("flag_ignored", flag=flag, reason=opts.IGNORED_FLAGS[flag],
+                 message=f"--{flag} has no effect in this server")
     try:
         return anyio.run(
             functools.partial(serve, options, sockets=sockets), backend="asyncio", backend_options=backend_options()

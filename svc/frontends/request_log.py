@@ -11,6 +11,7 @@ import itertools
 import random
 import time
 import uuid
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -52,11 +53,17 @@ def request_id_from(value: str | None) -> str:
     return f"{_PREFIX}-{next(_COUNTER)}"
 
 
+UNKNOWN_MODEL = "<unknown>"
+
+
 class RequestLog:
-    def __init__(self, metrics: Metrics, sample_rate: float = 1.0) -> None:
+    def __init__(
+        self, metrics: Metrics, sample_rate: float = 1.0, is_known_model: Callable[[str], bool] | None = None
+    ) -> None:
         self.metrics = metrics
         self._sample_rate = sample_rate
         self._random = random.Random()
+        self._is_known = is_known_model
 
     def start(self, protocol: str, api: str, request_id: str | None = None, model: str = "") -> RequestRecord:
         record = RequestRecord(protocol, api, request_id_from(request_id), time.perf_counter(), model=model)
@@ -65,8 +72,13 @@ class RequestLog:
 
     def finish(self, record: RequestRecord, code: str, error: str = "") -> None:
         seconds = time.perf_counter() - record.started
+        model = record.model
+        if model and self._is_known is not None and not self._is_known(model):
+            # Metric labels only for models that exist: names from unauthenticated requests must not grow the
+            # metrics without bound (issue 10); the log line keeps the name as sent.
+            model = UNKNOWN_MODEL
         self.metrics.request(
-            protocol=record.protocol, api=record.api, model=record.model, version=record.version, code=code,
+            protocol=record.protocol, api=record.api, model=model, version=record.version, code=code,
             seconds=seconds, tf_api=record.tf_api,
         )
         if self._sample_rate < 1.0 and self._random.random() >= self._sample_rate:

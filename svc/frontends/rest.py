@@ -148,7 +148,10 @@ class RestApi:
                 response = await (route or self._route)(request, uri, record)
         except ServingError as exc:
             code, error = exc.code, exc.message
-            response = json_response(json_tensor.format_error(exc.message), http_status(exc.code))
+            if request.method == "OPTIONS":  # TF Serving answers a failed preflight with an empty body
+                response = Response(b"", status_code=http_status(exc.code), media_type=JSON)
+            else:
+                response = json_response(json_tensor.format_error(exc.message), http_status(exc.code))
         except RequestTooLarge:
             code = Code.RESOURCE_EXHAUSTED
             error = f"Request body is larger than the limit of {self._options.max_request_bytes} bytes"
@@ -185,11 +188,12 @@ class RestApi:
             if name is None:
                 raise invalid_argument("Missing model name in request.")
             target = api.Target(unquote(name), _version(version), _decode(label))
-            self._note(record, target.name, "", metadata or "status")
+            # TF Serving matches the path case-insensitively but serves metadata only for the exact word;
+            # any other spelling (`METADATA`) answers the status (issue 10).
+            self._note(record, target.name, "", "metadata" if metadata == "metadata" else "status")
             if metadata == "metadata":
                 return self.metadata(target)
-            if metadata is None:
-                return self.status(target)
+            return self.status(target)
         raise invalid_argument(f"Malformed request: {method} {uri}")
 
     @staticmethod

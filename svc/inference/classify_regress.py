@@ -268,6 +268,12 @@ EXAMPLE_METHODS: dict[str, tuple[Any, Any]] = {
 # --- the three APIs -----------------------------------------------------------------------------------------
 
 
+def _record_examples(core: Core, model: str, count: int) -> None:
+    """TF Serving's `RecordRequestExampleCount` (servables/tensorflow/util.cc) for Classify/Regress/Multi."""
+    if core.metrics is not None:
+        core.metrics.examples(model, count)
+
+
 async def _run_examples(
     core: Core, spec: model_pb2.ModelSpec, model_input: input_pb2.Input, method: str, deadline: float | None
 ) -> tuple[int, Any]:
@@ -279,6 +285,7 @@ async def _run_examples(
         signature = find_signature(servable, spec.signature_name, method, check)
         input_name, output_names = preprocess(signature, check)
         examples = serialized_examples(model_input)
+        _record_examples(core, servable.name, len(examples))
         outputs = await core.batcher.submit(servable, {input_name: examples}, output_names, deadline=deadline)
         return servable.version, postprocess(signature, len(examples), output_names, outputs)
     finally:
@@ -363,6 +370,7 @@ async def multi_inference(
             servable, request.tasks, core.signature_method_name_check
         )
         examples = serialized_examples(request.input)
+        _record_examples(core, servable.name, len(examples))
         feeds = dict.fromkeys(sorted(input_names), examples)
         outputs = await core.batcher.submit(servable, feeds, output_names, deadline=deadline)
         response = inference_pb2.MultiInferenceResponse()

@@ -29,6 +29,7 @@ from anyio.abc import ObjectSendStream
 
 from svc.errors import Code, ServingError, failed_precondition, invalid_argument, not_found
 from svc.lifecycle.messages import ModelConfigs, ModelSource, VersionPolicy
+from svc.lifecycle.serving_map import ServingMap, ServingMapHolder
 from svc.lifecycle.state_monitor import ModelsSettled, StateMonitor, Table
 from svc.lifecycle.states import State
 from svc.logging import get_logger
@@ -101,6 +102,7 @@ class ConfigWatcher:
         read_file: Callable[[], Config] | None = None,
         poll_wait_seconds: float = 0,
         allow_labels_for_unavailable: bool = False,
+        serving_map: ServingMapHolder | None = None,
     ) -> None:
         self._out = out
         self.current = initial
@@ -108,6 +110,7 @@ class ConfigWatcher:
         self._read_file = read_file
         self._poll_wait = poll_wait_seconds
         self._allow_unavailable = allow_labels_for_unavailable
+        self._serving_map = serving_map
         self._lock = anyio.Lock()
         self.unloaded: set[str] = set()  # models explicitly unloaded (repository extension)
 
@@ -172,6 +175,7 @@ class ConfigWatcher:
             await self._out.send(self._sources())
         if not wait:
             return
+        await self._wait_for_labels(config)
         settled = ModelsSettled(added, since)
         await self._monitor.wait_until(settled.done)
         failures = settled.failures(self._monitor.snapshot())
@@ -232,3 +236,22 @@ class ConfigWatcher:
             return all(s.state is State.END for s in table.get(name, {}).values())
 
         await self._monitor.wait_until(unloaded)
+
+    async def _wait_for_labels(self, config: Config) -> None:
+        """ReloadConfig returns once the config's labels resolve, as `ServerCore::ReloadConfig` swaps the label
+        map before it returns (issue 10: a rollout that moves `stable` and predicts by it saw the old map)."""
+        if self._serving_map is None:
+            return
+        wanted = {
+            m.name: dict(m.version_labels) for m in config.model_config_list.config if m.name not in self.unloaded
+        }
+
+        def in_force(current: ServingMap) -> bool:
+            for name, labels in wanted.items():
+                entry = current.models.get(name)
+                if dict(entry.labels if entry is not None else {}) != labels:
+                    return False
+            return True
+
+        with anyio.move_on_after(30):  # the manager applies labels at once; never hang the RPC on it
+            await self._serving_map.wait_until(in_force)

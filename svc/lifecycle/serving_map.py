@@ -7,9 +7,11 @@ against the current snapshot with no lock and no await (TF Serving's `ServableMa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+
+import anyio
 
 from svc.errors import invalid_argument, not_found
 from svc.servables.saved_model import Servable
@@ -67,6 +69,17 @@ class ServingMapHolder:
 
     def __init__(self) -> None:
         self.current = ServingMap()
+        self._changed: anyio.Event | None = None
 
     def replace(self, models: Mapping[str, ModelEntry]) -> None:
         self.current = ServingMap(MappingProxyType(dict(models)))
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def wait_until(self, predicate: Callable[[ServingMap], bool]) -> None:
+        """Wait (on the event loop) until the current map satisfies `predicate`."""
+        while not predicate(self.current):
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()

@@ -249,7 +249,9 @@ async def serve_frontend(channel: Channel, requests_fd: int, replies_fd: int, in
     mirror = Mirror()
     metrics = Metrics()
     backend = RemoteBackend(channel, Arena(requests_fd), Arena(replies_fd))
-    requests = RequestLog(metrics, options.request_log_sample_rate)
+    requests = RequestLog(
+        metrics, options.request_log_sample_rate, lambda name: name in mirror.serving_map.current.models
+    )
     core = api.Core(
         serving_map=mirror.serving_map,
         monitor=mirror.monitor,

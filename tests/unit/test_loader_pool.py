@@ -201,3 +201,33 @@ async def test_unload_reports_duration_and_survives_a_failing_close() -> None:
     assert unloaded == [ServableId("m", 1)]
     assert [id for id, _ in durations] == [ServableId("m", 1)]
     assert durations[0][1] >= 0
+
+
+class SlowSession(FakeSession):
+    running = 0
+    max_running = 0
+    lock = threading.Lock()
+
+    def close(self) -> None:
+        import time
+
+        with self.lock:
+            SlowSession.running += 1
+            SlowSession.max_running = max(SlowSession.max_running, SlowSession.running)
+        time.sleep(0.2)
+        with self.lock:
+            SlowSession.running -= 1
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(0, 1), (3, 3)])
+async def test_unload_threads_bound_parallel_unloads(threads: int, expected: int) -> None:
+    SlowSession.max_running = 0
+    commands: list[LoaderInbox] = [
+        UnloadVersion(ServableId("m", v), Servable("m", v, f"/m/{v}", SlowSession(), meta_graph_pb2.MetaGraphDef()))
+        for v in range(3)
+    ]
+    replies = await drive(
+        {"loader": FlakyLoader(), "is_aspired": lambda id: True, "num_unload_threads": threads}, commands, 3
+    )
+    assert all(isinstance(r, VersionUnloaded) for r in replies)
+    assert SlowSession.max_running == expected

@@ -1,0 +1,76 @@
+"""Wire details and client faults where aspired differed from TF Serving (issue 10): the shared port, the
+metadata path's case, CORS preflight bodies, zero-element tensors with huge dimensions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import httpx
+import pytest
+from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from tests.e2e.server import ServerProcess
+from tests.paths import testdata
+
+pytestmark = pytest.mark.e2e
+
+HALF_PLUS_TWO = testdata("saved_model_half_plus_two_cpu")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    with ServerProcess(["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}"]) as running:
+        yield running
+
+
+def test_second_server_on_the_same_port_starts(server: ServerProcess) -> None:
+    # Issue 10: TF Serving's gRPC listener sets SO_REUSEPORT, so a second server on the same --port starts;
+    # aspired exited 255.
+    second = ServerProcess(["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}"])
+    second.args = [f"--port={server.grpc_port}" if a.startswith("--port=") else a for a in second.args]
+    second.grpc_port = server.grpc_port
+    with second, grpc.insecure_channel(second.grpc_target) as channel:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "m"
+        request.inputs["x"].CopyFrom(_tensor([1, 1], [1.0]))
+        response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+        assert response.outputs["y"].float_val == [2.5]
+
+
+def test_metadata_in_another_case_answers_the_status(server: ServerProcess) -> None:
+    # Issue 10: TF Serving matches the path case-insensitively and serves metadata only for `metadata`.
+    status = httpx.get(f"{server.rest_url}/v1/models/m", timeout=30)
+    other = httpx.get(f"{server.rest_url}/v1/models/m/METADATA", timeout=30)
+    assert other.status_code == 200
+    assert other.json() == status.json()
+    assert "metadata" in httpx.get(f"{server.rest_url}/v1/models/m/metadata", timeout=30).json()
+
+
+def test_cors_preflight_without_origin_has_an_empty_body(server: ServerProcess) -> None:
+    # Issue 10: TF Serving answers 400 with no body; aspired sent a JSON error.
+    r = httpx.options(f"{server.rest_url}/v1/models/m:predict", timeout=30)
+    assert r.status_code == 400
+    assert r.content == b""
+    ok = httpx.options(f"{server.rest_url}/v1/models/m:predict", headers={"Origin": "http://a.example"}, timeout=30)
+    assert ok.status_code == 200
+
+
+def _tensor(dims: list[int], values: list[float]) -> tensor_pb2.TensorProto:
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT)
+    for size in dims:
+        tensor.tensor_shape.dim.add().size = size
+    tensor.float_val.extend(values)
+    return tensor
+
+
+def test_zero_elements_with_huge_dimensions_is_invalid_argument(server: ServerProcess) -> None:
+    # Issue 10: [0, 2^31, 2^40] made numpy raise inside the converter: INTERNAL instead of INVALID_ARGUMENT.
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "m"
+    request.inputs["x"].CopyFrom(_tensor([0, 2**31, 2**40], []))
+    with grpc.insecure_channel(server.grpc_target) as channel, pytest.raises(grpc.RpcError) as info:
+        prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert not [e for e in server.log_events() if e.get("event") == "request_crashed"]
