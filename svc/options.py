@@ -170,6 +170,11 @@ class Options:
     shutdown_grace_seconds: float = _flag(30.0, "float", "Seconds allowed for draining on shutdown.")
     # Largest REST body / gRPC message accepted (TF Serving: gRPC INT32_MAX).
     max_request_bytes: int = _flag(256 * 1024 * 1024, "int64", "Largest request accepted, in bytes.")
+    # A request whose body (REST) or message (gRPC) has started must be complete within this time: slow or
+    # stalled senders are answered 408 / DEADLINE_EXCEEDED and do not hold the drain (TF Serving: no limit).
+    request_read_timeout_seconds: float = _flag(
+        30.0, "float", "Seconds allowed to receive a request body or message once it has started."
+    )
     # N > 1: N frontend processes share the ports around one model-owner process (svc/workers/).
     frontend_workers: int = _flag(1, "int32", "Frontend worker processes; 1 = one process, no IPC.")
     # Ops TF Serving only has when its binary is rebuilt: Python modules whose import registers ops
@@ -488,7 +493,8 @@ def _validate_extensions(options: Options) -> None:
         raise invalid_argument(
             f"--request_log_sample_rate must be in [0, 1]; got {options.request_log_sample_rate}"
         )
-    for name in ("drain_delay_seconds", "shutdown_grace_seconds", "num_initial_load_threads"):
+    for name in ("drain_delay_seconds", "shutdown_grace_seconds", "num_initial_load_threads",
+                 "request_read_timeout_seconds"):
         if getattr(options, name) < 0:
             raise invalid_argument(f"--{name} must not be negative; got {getattr(options, name)}")
     if options.frontend_workers < 1:

@@ -320,7 +320,7 @@ async def _run_frontends(
     sockets: Listeners,
 ) -> None:
     """Open the ports, log TF Serving's lines, serve until SIGTERM/SIGINT (or the trigger), then drain."""
-    grpc_front = Frontend(core, requests)
+    grpc_front = Frontend(core, requests, read_timeout=options.request_read_timeout_seconds)
     prediction, model_service = PredictionService(grpc_front), ModelService(grpc_front)
     inference = InferenceService(grpc_front, readiness, watcher)
     handlers: list[Any] = [prediction, model_service, inference]
@@ -432,6 +432,7 @@ def _rest_api(options: opts.Options, core: api.Core, requests: RequestLog, readi
         timeout_ms=options.rest_api_timeout_in_ms,
         max_request_bytes=options.max_request_bytes,
         metrics_path=metrics_path,
+        read_timeout_seconds=options.request_read_timeout_seconds,
     )
     return RestApi(core, requests, readiness, core.metrics, rest_options)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import math
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -66,7 +67,9 @@ class Runner(Protocol):
     @property
     def version(self) -> int: ...
 
-    def run(self, feeds: Mapping[str, Array], fetches: Sequence[str]) -> list[Array]: ...
+    def run(
+        self, feeds: Mapping[str, Array], fetches: Sequence[str], timeout_ms: int | None = None
+    ) -> list[Array]: ...
 
 
 # --- statistics ---------------------------------------------------------------------------------------------
@@ -510,13 +513,31 @@ class Batcher:
     def _execute(self, queue: _Queue, batch: _Batch) -> list[list[Array]]:
         """One TensorFlow run for the batch (inference thread)."""
         runner = batch.pieces[0].call.runner
+        timeout = _run_timeout_ms(batch)
         if queue.lane is not Lane.BATCHED:
             piece = batch.pieces[0]
-            outputs = runner.run(piece.feeds, queue.fetches)
+            outputs = _run(runner, piece.feeds, queue.fetches, timeout)
             return [outputs]
         padding = self._padding(queue, batch)
         feeds = merge_inputs(
             queue.feeds, [p.feeds for p in batch.pieces], padding, queue.policy.pad_variable_length_inputs
         )
-        outputs = runner.run(feeds, queue.fetches)
+        outputs = _run(runner, feeds, queue.fetches, timeout)
         return split_outputs(outputs, [p.size for p in batch.pieces], padding)
+
+
+def _run_timeout_ms(batch: _Batch) -> int | None:
+    """The time the run may take, as TF Serving hands `Session::Run` the request's remaining deadline in
+    `RunOptions.timeout_in_ms`: for a batch the largest remaining time of its tasks (each task still expires
+    on its own), None when one of them has no deadline. Called in the inference thread."""
+    deadlines = [p.call.deadline for p in batch.pieces]
+    if not deadlines or any(d is None for d in deadlines):
+        return None
+    remaining = max(d for d in deadlines if d is not None) - time.monotonic()  # anyio's clock on asyncio
+    return max(math.ceil(remaining * 1000), 1)
+
+
+def _run(runner: Runner, feeds: Mapping[str, Array], fetches: Sequence[str], timeout_ms: int | None) -> list[Array]:
+    if timeout_ms is None:
+        return runner.run(feeds, fetches)
+    return runner.run(feeds, fetches, timeout_ms=timeout_ms)

@@ -9,18 +9,20 @@ initial metadata), one `request_finished` line and its metrics; a gRPC deadline 
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
+from google.protobuf.message import DecodeError
 from grpclib import GRPCError
 from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.server import Stream
 
 from svc._proto.tensorflow_serving.apis import model_service_grpc, prediction_service_grpc
-from svc.errors import Code, ServingError, grpc_message
+from svc.errors import Code, ServingError, grpc_message, invalid_argument
 from svc.frontends.grpc_server import ChannelSettings
 from svc.frontends.request_log import REQUEST_ID_HEADER, RequestLog
 from svc.inference import classify_regress as inference
@@ -39,20 +41,61 @@ def grpc_error(exc: ServingError) -> GRPCError:
     return GRPCError(Status(int(exc.code)), grpc_message(exc.message))
 
 
+async def receive_request(stream: Stream[Any, Any], read_timeout: float = 30.0) -> Any:
+    """The unary request message, read as grpclib's `recv_message` does but with the request limit checked
+    against the 5-byte length prefix *before* the body is buffered, a bound on the time to receive it, and
+    every client mistake a ServingError (issue 10: a 100 MB declared message was buffered whole; a stalled
+    one was held for ever; an undecodable one was UNKNOWN with a traceback and no request line)."""
+    with anyio.move_on_after(read_timeout) as scope:
+        data = await _receive_body(stream)
+    if scope.cancelled_caught:
+        raise ServingError(Code.DEADLINE_EXCEEDED, f"Request message not received within {read_timeout:g} s")
+    try:
+        return stream._codec.decode(data, stream._recv_type)
+    except DecodeError as exc:
+        raise invalid_argument(f"Could not parse the request message: {exc}") from None
+
+
+async def _receive_body(stream: Stream[Any, Any]) -> bytes:
+    try:
+        return await _receive_frame(stream)
+    except AssertionError:  # grpclib's "Received less data than expected": the client ended the stream early
+        raise invalid_argument("Request message truncated") from None
+
+
+async def _receive_frame(stream: Stream[Any, Any]) -> bytes:
+    inner = stream._stream
+    header = await inner.recv_data(5)
+    if len(header) < 5:
+        raise invalid_argument("Missing request message")
+    if header[0]:
+        raise ServingError(Code.UNIMPLEMENTED, "Compressed request messages are not supported")
+    (length,) = struct.unpack(">I", header[1:])
+    limit = getattr(stream._codec, "max_bytes", None)
+    if limit is not None and length > limit:
+        raise ServingError(
+            Code.RESOURCE_EXHAUSTED, f"Request message of {length} bytes is larger than the limit of {limit} bytes"
+        )
+    data: bytes = await inner.recv_data(length)
+    if len(data) < length:
+        raise invalid_argument(f"Request message truncated: {len(data)} of {length} bytes")
+    return data
+
+
 class RequestLimitCodec(ProtoCodec):
     """Refuses a request message above `--max_request_bytes` (and `grpc.max_receive_message_length`)
     before parsing it, and a response above `grpc.max_send_message_length` (gRPC core's text)."""
 
     def __init__(self, max_bytes: int, channel: ChannelSettings | None = None) -> None:
         receive = channel.max_receive_message_length if channel is not None else None
-        self._max_bytes = max_bytes if receive is None else min(max_bytes, receive)
+        self.max_bytes = max_bytes if receive is None else min(max_bytes, receive)
         self._max_send = channel.max_send_message_length if channel is not None else None
 
     def decode(self, data: bytes, message_type: Any) -> Any:
-        if len(data) > self._max_bytes:
+        if len(data) > self.max_bytes:
             raise GRPCError(
                 Status.RESOURCE_EXHAUSTED,
-                f"Request message of {len(data)} bytes is larger than the limit of {self._max_bytes} bytes",
+                f"Request message of {len(data)} bytes is larger than the limit of {self.max_bytes} bytes",
             )
         return super().decode(data, message_type)
 
@@ -71,17 +114,15 @@ class Frontend:
 
     core: api.Core
     requests: RequestLog
+    read_timeout: float = 30.0  # --request_read_timeout_seconds
     accepting: bool = True
     inflight: int = 0
     _idle: anyio.Event | None = None
 
     async def unary(self, method: str, stream: Stream[Any, Any], handler: Handler) -> None:
-        request = await stream.recv_message()
-        assert request is not None
         metadata = dict(stream.metadata or {})
-        name = request.model_spec.name if hasattr(request, "model_spec") else ""
         sent_id = _text(metadata.get(REQUEST_ID_HEADER))
-        record = self.requests.start("grpc", method, sent_id, model=name)
+        record = self.requests.start("grpc", method, sent_id)
         if method in _TF_APIS:
             record.tf_api = method
         if not self.accepting:
@@ -90,9 +131,12 @@ class Frontend:
         deadline = None
         if stream.deadline is not None:
             deadline = anyio.current_time() + stream.deadline.time_remaining()
+        # In flight from its headers on: a call still being received when SIGTERM arrives is served (issue 10).
         self.inflight += 1
         code = Code.OK
         try:
+            request = await receive_request(stream, self.read_timeout)
+            record.model = request.model_spec.name if hasattr(request, "model_spec") else ""
             response = await handler(request, deadline)
             if record.request_id == sent_id:  # echoed only when the client sent one (issue 11)
                 await stream.send_initial_metadata(metadata={REQUEST_ID_HEADER: record.request_id})

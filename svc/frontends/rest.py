@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 import anyio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
@@ -82,9 +82,14 @@ class RestOptions:
     timeout_ms: int = 30000
     max_request_bytes: int = 64 * 1024 * 1024
     metrics_path: str | None = None  # Prometheus page, when --monitoring_config_file enables it
+    read_timeout_seconds: float = 30.0  # --request_read_timeout_seconds: a started body must arrive by then
 
 
 class RequestTooLarge(Exception):
+    pass
+
+
+class RequestTimedOut(Exception):
     pass
 
 
@@ -152,6 +157,14 @@ class RestApi:
                 response = Response(b"", status_code=http_status(exc.code), media_type=JSON)
             else:
                 response = json_response(json_tensor.format_error(exc.message), http_status(exc.code))
+        except RequestTimedOut:
+            code = Code.DEADLINE_EXCEEDED
+            error = f"Request body not received within {self._options.read_timeout_seconds:g} s"
+            response = json_response(json_tensor.format_error(error), 408)
+            response.headers["connection"] = "close"
+        except ClientDisconnect:  # the client went away mid-body: not a server error (issue 10)
+            code, error = Code.CANCELLED, "cancelled"
+            response = Response(b"", status_code=499)
         except RequestTooLarge:
             code = Code.RESOURCE_EXHAUSTED
             error = f"Request body is larger than the limit of {self._options.max_request_bytes} bytes"
@@ -216,11 +229,15 @@ class RestApi:
             raise RequestTooLarge
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLarge
-            chunks.append(chunk)
+        # A client that starts a body must finish it in time: a slow sender is answered 408 (issue 10).
+        with anyio.move_on_after(self._options.read_timeout_seconds) as scope:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestTooLarge
+                chunks.append(chunk)
+        if scope.cancelled_caught:
+            raise RequestTimedOut
         body = b"".join(chunks)
         if "gzip" in request.headers.get("content-encoding", "").lower():
             try:

@@ -84,7 +84,8 @@ def _fill_example(value: Json, example: example_pb2.Example) -> None:
         raise invalid_argument(f"Example must be JSON object but got JSON {json_type(value)}")
     for name, content in value.items():
         kind, values = _feature_values(name, content if isinstance(content, list) else [content])
-        feature: feature_pb2.Feature = example.features.feature[name]  # an empty list gives an empty feature
+        key = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # protobuf keys are UTF-8
+        feature: feature_pb2.Feature = example.features.feature[key]  # an empty list gives an empty feature
         if kind is not None:
             getattr(feature, kind).value.extend(values)
 

@@ -130,7 +130,9 @@ def signature_name(doc: dict[str, Json]) -> str:
             f"JSON Value: {debug_string(doc)} not formatted correctly. "
             "'signature_name' key must be a string value."
         )
-    return name
+    # Bytes that are not UTF-8 (kept as surrogates by the parser) cannot name a signature or enter a
+    # protobuf string: they become U+FFFD, and the lookup answers "not found" (issue 10 fuzzing: was a 500).
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def is_base64_object(value: Json) -> bool:

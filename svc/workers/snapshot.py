@@ -108,7 +108,7 @@ class RemoteServable(Servable):
         super().__init__(name, version, "", None, meta_graph)
         self.token = token
 
-    def run(self, feeds: Mapping[str, Any], fetches: Sequence[str]) -> list[Any]:
+    def run(self, feeds: Mapping[str, Any], fetches: Sequence[str], timeout_ms: int | None = None) -> list[Any]:
         raise RuntimeError("a frontend worker runs no model: requests go to the model owner")
 
     def close(self) -> None:

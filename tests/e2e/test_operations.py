@@ -140,7 +140,7 @@ def test_metrics_and_request_logs(monkeypatch: pytest.MonkeyPatch) -> None:
         counts = {(s.labels["model_name"], s.labels["status"]): s.value
                   for s in families[":tensorflow:serving:request_count"].samples}
         assert counts[("m", "OK")] == 4  # 3 REST + 1 gRPC
-        assert counts[("nope", "NOT_FOUND")] == 1
+        assert counts[("<unknown>", "NOT_FOUND")] == 1  # issue 10: no label value per unknown name
         assert ":tensorflow:serving:request_latency" in families
         assert ":tensorflow:cc:saved_model:load_attempt_count" in families
         per_version = [s for s in families["aspired_requests"].samples

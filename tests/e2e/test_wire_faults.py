@@ -3,6 +3,7 @@ metadata path's case, CORS preflight bodies, zero-element tensors with huge dime
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import grpc
@@ -21,7 +22,8 @@ HALF_PLUS_TWO = testdata("saved_model_half_plus_two_cpu")
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    with ServerProcess(["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}"]) as running:
+    args = ["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", "--request_read_timeout_seconds=2"]
+    with ServerProcess(args) as running:
         yield running
 
 
@@ -74,3 +76,35 @@ def test_zero_elements_with_huge_dimensions_is_invalid_argument(server: ServerPr
         prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert not [e for e in server.log_events() if e.get("event") == "request_crashed"]
+
+
+def _raw_http(port: int, head: bytes, body: bytes, *, close_after: bool) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head + body)
+        if close_after:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while data := sock.recv(65536):
+            chunks.append(data)
+        return b"".join(chunks)
+
+
+def test_slow_body_is_answered_408(server: ServerProcess) -> None:
+    # Issue 10: partially sent requests were never timed out (and then held the drain).
+    head = (b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n")
+    answer = _raw_http(server.rest_port, head, b'{"instances"', close_after=False)
+    assert answer.startswith(b"HTTP/1.1 408")
+
+
+def test_client_that_stops_mid_body_is_cancelled_not_500(server: ServerProcess) -> None:
+    # Issue 10: a short body for its Content-Length was answered 500 with an error-level traceback.
+    before = len(server.lines)
+    head = (b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n")
+    _raw_http(server.rest_port, head, b'{"instances"', close_after=True)
+    line = server.wait_for_line('"status": "CANCELLED"')
+    assert '"level": "info"' in line
+    new = "\n".join(server.lines[before:])
+    assert "Traceback" not in new
+    assert "INTERNAL" not in new

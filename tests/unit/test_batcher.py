@@ -253,7 +253,7 @@ class FakeModel:
     def release(self) -> None:
         self._gate.set()
 
-    def run(self, feeds: Mapping[str, Array], fetches: Sequence[str]) -> list[Array]:
+    def run(self, feeds: Mapping[str, Array], fetches: Sequence[str], timeout_ms: int | None = None) -> list[Array]:
         assert threading.get_ident() != self.loop_thread, "TensorFlow work on the event loop"
         with self._lock:
             self.runs.append(dict(feeds))

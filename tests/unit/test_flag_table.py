@@ -63,6 +63,7 @@ APPLIED: dict[str, str] = {
     "drain_delay_seconds": "tests/e2e/test_operations.py::test_drain_on_sigterm_under_load",
     "shutdown_grace_seconds": "tests/e2e/test_operations.py::test_drain_on_sigterm_under_load",
     "max_request_bytes": "tests/e2e/test_operations.py::test_request_size_limits",
+    "request_read_timeout_seconds": "tests/e2e/test_wire_faults.py::test_slow_body_is_answered_408",
     "frontend_workers": "tests/e2e/test_workers.py::test_a_reload_is_visible_to_the_frontend_that_asked",
     "custom_op_modules": "tests/e2e/test_custom_ops.py::test_without_the_module_startup_fails_naming_the_flag_and_package",
     "custom_op_libraries": "tests/unit/test_custom_ops.py::test_load_custom_ops_errors",

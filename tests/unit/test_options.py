@@ -33,6 +33,7 @@ EXTENSIONS = {
     "drain_delay_seconds": ("float", 0.0),
     "shutdown_grace_seconds": ("float", 30.0),
     "max_request_bytes": ("int64", 256 * 1024 * 1024),
+    "request_read_timeout_seconds": ("float", 30.0),
     "frontend_workers": ("int32", 1),
     "custom_op_modules": ("string", ""),
     "custom_op_libraries": ("string", ""),

@@ -1,0 +1,117 @@
+"""gRPC faults a client can cause (issue 10), through a raw HTTP/2 client: a declared size above the limit is
+refused from the length prefix before the body is buffered, an undecodable or truncated message is
+INVALID_ARGUMENT with a request line and no traceback, and SIGTERM lets a call being received finish."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+
+from tests.e2e.grpc_raw import RawCall
+from tests.e2e.server import ServerProcess
+from tests.paths import testdata
+
+pytestmark = pytest.mark.e2e
+
+HALF_PLUS_TWO = testdata("saved_model_half_plus_two_cpu")
+LIMIT = 8 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    args = ["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", f"--max_request_bytes={LIMIT}",
+            "--request_read_timeout_seconds=2"]
+    with ServerProcess(args) as running:
+        yield running
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def predict_bytes(rows: int = 1) -> bytes:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "m"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.ones((rows, 1), np.float32)))
+    return request.SerializeToString()
+
+
+def test_declared_size_above_the_limit_is_refused_before_the_body(server: ServerProcess) -> None:
+    # Issue 10: the limit was checked after grpclib had buffered the whole declared length.
+    assert server.proc is not None
+    before = rss_bytes(server.proc.pid)
+    call = RawCall(server.grpc_port)
+    try:
+        call.send_message(b"\0" * 60_000, declared=100_000_000, end=False)
+        status, message = call.status()  # before the fix: no answer until the socket times out
+    finally:
+        call.close()
+    assert status == 8  # RESOURCE_EXHAUSTED
+    assert "larger than the limit" in message
+    assert rss_bytes(server.proc.pid) - before < 10 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("body", "declared"),
+    [(b"\xff\xff\xff\xff\xff", None), (b"\x0a\x05abc", None), (predict_bytes()[:10], 40)],
+    ids=["garbage", "truncated-field", "short-body"],
+)
+def test_malformed_message_is_invalid_argument(server: ServerProcess, body: bytes, declared: int | None) -> None:
+    # Issue 10: undecodable messages answered UNKNOWN with a traceback on stderr and no request line.
+    lines_before = len(server.lines)
+    call = RawCall(server.grpc_port)
+    try:
+        call.send_message(body, declared=declared)
+        status, _ = call.status()
+    finally:
+        call.close()
+    assert status == 3  # INVALID_ARGUMENT
+    server.wait_for_line('"status": "INVALID_ARGUMENT"')
+    new = "\n".join(server.lines[lines_before:])
+    assert "Traceback" not in new
+
+
+def test_stalled_message_is_deadline_exceeded(server: ServerProcess) -> None:
+    # Issue 10: 40 unfinished gRPC messages held for 20 s were all still open.
+    body = predict_bytes()
+    call = RawCall(server.grpc_port)
+    try:
+        call.send_message(body[:5], declared=len(body), end=False)
+        status, message = call.status()
+    finally:
+        call.close()
+    assert status == 4  # DEADLINE_EXCEEDED
+    assert "not received within 2 s" in message
+
+
+def test_sigterm_lets_a_call_being_received_finish(tmp_path: Path) -> None:
+    # Issue 10: a call still being received when SIGTERM arrived was refused "Server is shutting down".
+    server = ServerProcess(["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}", "--drain_delay_seconds=0"])
+    with server:
+        body = predict_bytes(rows=1000)
+        call = RawCall(server.grpc_port)  # the slow call: headers and half its message
+        try:
+            call.send_message(body[: len(body) // 2], declared=len(body), end=False)
+            # a quick call on the same connection, after it: once it is answered, the server has seen the
+            # slow call's headers (frames of one connection are handled in order)
+            quick = call.open()
+            call.send_message(predict_bytes(), stream=quick)
+            assert call.status(quick) == (0, "")
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            server.wait_for_line("drain_started")
+            call.send(body[len(body) // 2 :], end=True)
+            status, message = call.status()
+        finally:
+            call.close()
+        assert (status, message) == (0, "")
+        assert server.proc.wait(60) == 0
