@@ -42,7 +42,8 @@ def predict_bytes(rows: int = 1) -> bytes:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "m"
     request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.ones((rows, 1), np.float32)))
-    return request.SerializeToString()
+    data: bytes = request.SerializeToString()
+    return data
 
 
 def test_declared_size_above_the_limit_is_refused_before_the_body(server: ServerProcess) -> None:

@@ -4,6 +4,7 @@ metadata path's case, CORS preflight bodies, zero-element tensors with huge dime
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Iterator
 
 import grpc
@@ -12,6 +13,7 @@ import pytest
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from tests.e2e.launch import LISTENERS_VARIABLE
 from tests.e2e.server import ServerProcess
 from tests.paths import testdata
 
@@ -30,8 +32,14 @@ def server() -> Iterator[ServerProcess]:
 def test_second_server_on_the_same_port_starts(server: ServerProcess) -> None:
     # Issue 10: TF Serving's gRPC listener sets SO_REUSEPORT, so a second server on the same --port starts;
     # aspired exited 255.
-    second = ServerProcess(["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}"])
-    second.args = [f"--port={server.grpc_port}" if a.startswith("--port=") else a for a in second.args]
+    # The second server binds --port itself (the plain command line, not the harness's pre-bound sockets).
+    second = ServerProcess(["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}"], rest=False)
+    for sock in second._sockets:
+        sock.close()
+    second._sockets = []
+    second.env.pop(LISTENERS_VARIABLE, None)
+    second.args = [sys.executable, "-m", "svc", f"--port={server.grpc_port}", "--model_name=m",
+                   f"--model_base_path={HALF_PLUS_TWO}"]
     second.grpc_port = server.grpc_port
     with second, grpc.insecure_channel(second.grpc_target) as channel:
         request = predict_pb2.PredictRequest()
