@@ -8,6 +8,7 @@ API at:...`), the same text travels in the `message` field.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -47,7 +48,12 @@ def configure_logging(fmt: str = "json", level: str = "info", worker: str | None
 
 
 def _orjson_line(event: Any, **_: Any) -> bytes:
-    return orjson.dumps(event, default=repr, option=orjson.OPT_NON_STR_KEYS)
+    try:
+        return orjson.dumps(event, default=repr, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        # A value orjson refuses (a lone surrogate from a client's JSON, issue 10 fuzzing: the request got a
+        # 500): the stdlib escapes it. Rare, so the slower path costs nothing in the common case.
+        return json.dumps(event, default=repr).encode()
 
 
 def _add_worker(worker: str) -> Any:

@@ -16,6 +16,7 @@ from tensorflow_serving.apis import predict_pb2
 from tests.e2e.grpc_raw import RawCall
 from tests.e2e.server import ServerProcess
 from tests.paths import testdata
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -69,6 +70,7 @@ def test_declared_size_above_the_limit_is_refused_before_the_body(server: Server
 def test_malformed_message_is_invalid_argument(server: ServerProcess, body: bytes, declared: int | None) -> None:
     # Issue 10: undecodable messages answered UNKNOWN with a traceback on stderr and no request line.
     lines_before = len(server.lines)
+    mark = server.mark()
     call = RawCall(server.grpc_port)
     try:
         call.send_message(body, declared=declared)
@@ -76,7 +78,7 @@ def test_malformed_message_is_invalid_argument(server: ServerProcess, body: byte
     finally:
         call.close()
     assert status == 3  # INVALID_ARGUMENT
-    server.wait_for_line('"status": "INVALID_ARGUMENT"')
+    wait_until(lambda: any(e["status"] == "INVALID_ARGUMENT" for e in server.events("request_finished", mark)))
     new = "\n".join(server.lines[lines_before:])
     assert "Traceback" not in new
 

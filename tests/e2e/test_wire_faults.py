@@ -16,6 +16,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from tests.e2e.launch import LISTENERS_VARIABLE
 from tests.e2e.server import ServerProcess
 from tests.paths import testdata
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -108,11 +109,14 @@ def test_slow_body_is_answered_408(server: ServerProcess) -> None:
 def test_client_that_stops_mid_body_is_cancelled_not_500(server: ServerProcess) -> None:
     # Issue 10: a short body for its Content-Length was answered 500 with an error-level traceback.
     before = len(server.lines)
+    mark = server.mark()
     head = (b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: 100\r\n\r\n")
     _raw_http(server.rest_port, head, b'{"instances"', close_after=True)
-    line = server.wait_for_line('"status": "CANCELLED"')
-    assert '"level": "info"' in line
+    event = wait_until(lambda: next(
+        (e for e in server.events("request_finished", mark) if e["status"] == "CANCELLED"), None
+    ))
+    assert event["level"] == "info"
     new = "\n".join(server.lines[before:])
     assert "Traceback" not in new
     assert "INTERNAL" not in new
