@@ -57,7 +57,7 @@ APPLIED: dict[str, str] = {
     "aspired_version_policy": "tests/e2e/test_lifecycle.py::test_resource_preserving_unloads_before_loading",
     "num_initial_load_threads": "tests/unit/test_loader_pool.py::test_load_threads_bound_parallel_loads",
     "version_ready_marker": "tests/e2e/test_discovery.py::test_ready_marker",
-    "log_format": "tests/e2e/test_operations.py::test_console_log_format",
+    "log_format": "tests/e2e/test_operations.py::test_drain_on_sigterm_under_load",
     "log_level": "tests/unit/test_flag_table.py::test_log_level",
     "request_log_sample_rate": "tests/unit/test_request_log.py::test_sampling_limits_lines_not_metrics",
     "drain_delay_seconds": "tests/e2e/test_operations.py::test_drain_on_sigterm_under_load",
