@@ -387,6 +387,49 @@ def test_v2_deadline_and_metrics_are_predicts(server: Server, http: httpx.Client
     assert any('code="DEADLINE_EXCEEDED"' in line for line in counted), counted
 
 
+# One batch queue of size 2 that waits long for company: a Predict and a ModelInfer sent together merge.
+MERGE = """
+max_batch_size { value: 2 }
+batch_timeout_micros { value: 30000000 }
+max_enqueued_batches { value: 10 }
+num_batch_threads { value: 1 }
+"""
+
+
+def test_v2_and_predict_share_one_batch(tmp_path: Path) -> None:
+    """One request path: with --enable_batching a V2 ModelInfer and a TF Serving Predict join the same batch."""
+    from tests.e2e.test_batching import start
+
+    x = np.array([[1.0]], np.float32)
+    predict = predict_pb2.PredictRequest()
+    predict.model_spec.name = "half_plus_two"
+    predict.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[3.0]], np.float32)))
+    infer = pb.ModelInferRequest(model_name="half_plus_two", raw_input_contents=[x.tobytes()])
+    infer.inputs.add(name="x", datatype="FP32", shape=[1, 1])
+    with start(tmp_path, MERGE) as process, grpc.insecure_channel(process.grpc_target) as channel:
+        model_infer = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        v2_call = model_infer.future(infer, timeout=60, metadata=[("x-request-id", "merge-v2")])
+        predict_call = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict.future(
+            predict, timeout=60, metadata=[("x-request-id", "merge-predict")]
+        )
+        assert np.frombuffer(v2_call.result().raw_output_contents[0], "<f4").tolist() == [2.5]
+        assert tf.make_ndarray(predict_call.result().outputs["y"]).tolist() == [[3.5]]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            lines = {e["request_id"]: e for e in process.log_events()
+                     if e.get("event") == "request_finished" and str(e.get("request_id", "")).startswith("merge-")}
+            if len(lines) == 2:
+                break
+            time.sleep(0.1)
+        assert {k: (v["api"], v["batch_size"]) for k, v in lines.items()} == {
+            "merge-v2": ("ModelInfer", 2), "merge-predict": ("Predict", 2)
+        }
+
+
 # -- the unload rule across config-file polls --------------------------------------------------------------
 
 
