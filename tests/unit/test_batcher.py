@@ -331,14 +331,17 @@ async def run_held(
 
 @pytest.mark.anyio
 async def test_without_batching_every_task_is_a_batch_of_one() -> None:
-    model = FakeModel(delay=0.01)
+    model = FakeModel()
+    model.hold()
     batcher = Batcher(4)
     calls = Calls(batcher, model)
     async with anyio.create_task_group() as tg:
         for i in range(8):
             calls.start(tg, str(i), f32(i, i))
+        await wait_entered(model, 2)  # a second one entered while the first is held: concurrent on the pool
+        model.release()
     assert sorted(model.batch_sizes) == [2] * 8
-    assert model.max_active > 1  # concurrent on the pool
+    assert model.max_active > 1
     assert calls.results["3"][0].ravel().tolist() == [3.5, 3.5]
     stats = batcher.statistics()
     assert (stats.batches_run, stats.tasks_run, stats.mean_batch_size) == (8, 8, 2.0)
@@ -457,14 +460,16 @@ async def test_full_queue_with_splitting_reports_capacity() -> None:
 @pytest.mark.anyio
 async def test_batch_timeout_waits_for_more_tasks_unless_the_batch_is_full() -> None:
     model = FakeModel()
-    batcher = Batcher(policy(max_batch_size=3, batch_timeout_micros=200_000, num_batch_threads=2))
-    calls = Calls(batcher, model)
-    started = anyio.current_time()
-    async with anyio.create_task_group() as tg:
-        for i in range(3):
-            calls.start(tg, str(i), f32(i))
+    # Full: closed at once. With a 60 s timeout only a batch closed on being full answers within 30 s (issue 9:
+    # a 0.15 s bound on a 0.2 s timeout was a measurement, which a loaded machine failed).
+    full = Batcher(policy(max_batch_size=3, batch_timeout_micros=60_000_000, num_batch_threads=2))
+    calls = Calls(full, model)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                calls.start(tg, str(i), f32(i))
     assert model.batch_sizes == [3]
-    assert anyio.current_time() - started < 0.15  # full: closed before the timeout
+    batcher = Batcher(policy(max_batch_size=3, batch_timeout_micros=200_000, num_batch_threads=2))
     started = anyio.current_time()
     assert (await batcher.submit(model, {X: f32(2)}, [Y]))[0].ravel().tolist() == [3.0]
     assert anyio.current_time() - started >= 0.19  # alone: waited for the timeout

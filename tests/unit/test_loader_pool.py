@@ -35,15 +35,18 @@ class FakeSession:
 
 
 class FlakyLoader:
-    """Fails `failures` times, then loads; records attempts and how many ran at once."""
+    """Fails `failures` times, then loads; records attempts and how many ran at once. A load waits until
+    `together` loads run at once (at most 30 s: no thread start is too slow), then `seconds` more."""
 
-    def __init__(self, failures: int = 0, seconds: float = 0.0) -> None:
+    def __init__(self, failures: int = 0, seconds: float = 0.0, together: int = 0) -> None:
         self.failures = failures
         self.seconds = seconds
+        self.together = together
         self.attempts = 0
         self.running = 0
         self.max_running = 0
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
 
     def __call__(self, id: ServableId, path: str) -> Servable:
         with self._lock:
@@ -51,6 +54,8 @@ class FlakyLoader:
             self.running += 1
             self.max_running = max(self.max_running, self.running)
             attempt = self.attempts
+            self._changed.notify_all()
+            self._changed.wait_for(lambda: self.running >= self.together, timeout=30)
         try:
             if self.seconds:
                 import time
@@ -73,7 +78,7 @@ async def drive(pool_args: dict[str, object], commands: list[LoaderInbox], repli
         tg.start_soon(pool.run)
         for command in commands:
             await cmd_send.send(command)
-        with anyio.fail_after(10):
+        with anyio.fail_after(60):  # a bound for a broken test (retries wait for real), not a measurement
             async for reply in reply_recv:
                 out.append(reply)
                 if len(out) == replies:
@@ -132,7 +137,8 @@ async def test_a_permanent_error_is_not_retried() -> None:
 
 @pytest.mark.parametrize(("threads", "expected"), [(0, 1), (1, 1), (3, 3)])
 async def test_load_threads_bound_parallel_loads(threads: int, expected: int) -> None:
-    loader = FlakyLoader(seconds=0.2)
+    # Issue 9: sleeping 0.2 s per load made "3 at once" depend on thread start-up times (failed under load).
+    loader = FlakyLoader(seconds=0.2, together=expected)
     commands: list[LoaderInbox] = [LoadVersion(ServableId("m", v), f"/m/{v}") for v in range(3)]
     replies = await drive(
         {"loader": loader, "is_aspired": lambda id: True, "num_load_threads": threads}, commands, 3
