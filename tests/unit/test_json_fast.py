@@ -49,17 +49,20 @@ FLOAT_EDGES = [
 FLOAT_EDGES += [1e16, 1e17, 123456.0, 1234567.0, 1e-4, 1e-5, 1e5, 1e6, 999999.5, 0.1, 1 / 3, 2.5, 100.0]
 
 
+def write(
+    outputs: Mapping[str, Array], dtypes: Mapping[str, int], fmt: Format, **options: Any
+) -> bytes | str:
+    try:
+        return format_predict(outputs, dtypes, fmt, **options)
+    except ServingError as e:
+        return e.status_text()
+
+
 def writers_agree(outputs: Mapping[str, Array], dtypes: Mapping[str, int]) -> None:
     for fmt in Format:
-        try:
-            exact: bytes | str = format_predict(outputs, dtypes, fmt, fast=False)
-        except ServingError as e:
-            exact = e.status_text()
-        try:
-            fast: bytes | str = format_predict(outputs, dtypes, fmt)
-        except ServingError as e:
-            fast = e.status_text()
-        assert fast == exact, fmt
+        exact = write(outputs, dtypes, fmt, fast=False)
+        assert write(outputs, dtypes, fmt, fast_from=1) == exact, fmt  # every tensor on the fast writer
+        assert write(outputs, dtypes, fmt) == exact, fmt  # the default size threshold
 
 
 def arrays(dtype: type[np.generic], max_dims: int = 4) -> st.SearchStrategy[Array]:
