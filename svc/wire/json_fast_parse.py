@@ -67,7 +67,7 @@ def _parse(body: bytes, get_input_map: Callable[[str], Mapping[str, int]]) -> Pa
     # numpy would read JSON booleans among numbers as 0/1: bodies with `true`/`false` anywhere (even in a
     # string) go the exact way unless the tensor is bool. A `t` or `f` after the first `[` (memchr fast) is
     # needed for either.
-    start = body.find(b"[")
+    start = max(body.find(b"["), 0)
     has_bools = (body.find(b"t", start) >= 0 or body.find(b"f", start) >= 0) and (
         b"true" in body or b"false" in body
     )
