@@ -121,9 +121,14 @@ class Metrics:
             "/tensorflow/serving/request_example_counts", ("model",), exponential_buckets(1, 2, 15)
         )
         self.example_count_total = TfCounter("/tensorflow/serving/request_example_count_total", ("model",))
+        # TensorFlow core's own session counters (TF Serving exports TF's registry): counted at each run here,
+        # since TF's C++ registry has no Python reader.
+        self.graph_runs = TfCounter("/tensorflow/core/graph_runs", ())
+        self.graph_run_time = TfCounter("/tensorflow/core/graph_run_time_usecs", ())
         self._tf: list[TfCounter | TfHistogram] = [
             self.request_count, self.request_latency, self.runtime_latency, self.queuing_latency,
             self.load_attempt_count, self.load_latency, self.example_counts, self.example_count_total,
+            self.graph_runs, self.graph_run_time,
         ]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -192,6 +197,12 @@ class Metrics:
             self.load_duration.labels(model, str(version)).observe(seconds)
         else:
             self.load_failures.labels(model, str(version)).inc()
+
+    def graph_run(self, seconds: float) -> None:
+        """One TensorFlow session run (any thread)."""
+        with self._lock:
+            self.graph_runs.increment()
+            self.graph_run_time.increment(by=int(seconds * 1e6))
 
     def examples(self, model: str, count: int) -> None:
         """Examples in one Classify/Regress/MultiInference request."""

@@ -49,7 +49,7 @@ from svc.lifecycle.version_manager import VersionManager
 from svc.logging import configure_logging, get_logger, line_buffered_stdout
 from svc.metrics import Metrics, gauge
 from svc.servables.custom_ops import load_custom_ops
-from svc.servables.saved_model import Servable, load, session_config
+from svc.servables.saved_model import Servable, load, observe_runs, session_config
 from svc.servables.warmup import warm_up
 from svc.sources.storage_poller import StoragePoller
 from svc.sources.version_cache import VersionCache
@@ -136,6 +136,7 @@ async def serve(
     configs_send, configs_recv = anyio.create_memory_object_stream[ModelConfigs](4)
 
     metrics = Metrics()
+    observe_runs(metrics.graph_run)
     serving_map = PublishedServingMap() if options.frontend_workers > 1 else ServingMapHolder()
     monitor = StateMonitor(monitor_recv)
     manager = VersionManager(manager_recv, loader_send, monitor_send, serving_map, options.aspired_version_policy)

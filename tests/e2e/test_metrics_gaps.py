@@ -1,8 +1,9 @@
-"""Prometheus series TF Serving users chart (issue 10): example counts of Classify/Regress/MultiInference, and
-label values only for models that exist."""
+"""Prometheus series TF Serving users chart (issue 10): example counts of Classify/Regress/MultiInference,
+TensorFlow core's session-run counters, and label values only for models that exist."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import grpc
@@ -39,4 +40,8 @@ def test_example_counts_and_bounded_model_labels(tmp_path: Path) -> None:
     assert ':tensorflow:serving:request_example_counts_bucket{model="m",le="4"} 1' in page
     assert ':tensorflow:serving:request_example_counts_count{model="m"} 1' in page
     assert "nope-" not in page
+    runs = re.search(r"^:tensorflow:core:graph_runs (\d+)$", page, re.MULTILINE)
+    assert runs is not None
+    assert int(runs.group(1)) >= 1  # at least the Classify run
+    assert re.search(r"^:tensorflow:core:graph_run_time_usecs \d+$", page, re.MULTILINE)
     assert ':tensorflow:serving:request_count{model_name="<unknown>",status="NOT_FOUND"} 20' in page
