@@ -32,6 +32,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check svc tests bench examples proto clients/python
 	$(PY) -m mypy svc tests clients/python/aspired_client
 	$(PY) proto/generate.py --check
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP) demo-models
 	$(PY) bench/run_all.py

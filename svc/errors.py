@@ -71,6 +71,24 @@ class ServingError(Exception):
         return f"{self.code.name}: {self.message}"
 
 
+class RequestTooLarge(ServingError):
+    """A request above `--max_request_bytes`: RESOURCE_EXHAUSTED, answered 413 over HTTP (not 429)."""
+
+    http_status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(Code.RESOURCE_EXHAUSTED, f"Request body is larger than the limit of {limit} bytes")
+
+
+class RequestTimedOut(ServingError):
+    """A request body not received within `--request_read_timeout_seconds`: DEADLINE_EXCEEDED, 408 over HTTP."""
+
+    http_status = 408
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(Code.DEADLINE_EXCEEDED, f"Request body not received within {seconds:g} s")
+
+
 class PermanentError(ServingError):
     """A load failure that another attempt cannot fix (the model needs an op this process does not register):
     the loader pool does not retry it."""
@@ -99,6 +117,13 @@ def internal(message: str) -> ServingError:
 def http_status(code: Code) -> int:
     """HTTP status for a status code, as TF Serving's REST server answers it."""
     return _HTTP_STATUS.get(code, 500)
+
+
+def http_status_of(error: ServingError) -> int:
+    """HTTP status for an error: its code's, or the error's own (413 too large, 408 too slow)."""
+    if isinstance(error, RequestTooLarge | RequestTimedOut):
+        return error.http_status
+    return http_status(error.code)
 
 
 def grpc_message(message: str) -> str:

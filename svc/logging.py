@@ -14,17 +14,18 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import cast
 
 import orjson
 import structlog
+from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 def configure_logging(fmt: str = "json", level: str = "info", worker: str | None = None) -> None:
     """`worker` (with --frontend_workers > 1) names the process on every line: one stream, N writers."""
-    renderer: Any
+    renderer: Processor
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     else:
@@ -47,7 +48,7 @@ def configure_logging(fmt: str = "json", level: str = "info", worker: str | None
     )
 
 
-def _orjson_line(event: Any, **_: Any) -> bytes:
+def _orjson_line(event: object, **_: object) -> bytes:
     try:
         return orjson.dumps(event, default=repr, option=orjson.OPT_NON_STR_KEYS)
     except orjson.JSONEncodeError:
@@ -56,8 +57,8 @@ def _orjson_line(event: Any, **_: Any) -> bytes:
         return json.dumps(event, default=repr).encode()
 
 
-def _add_worker(worker: str) -> Any:
-    def add(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _add_worker(worker: str) -> Processor:
+    def add(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
         event.setdefault("worker", worker)
         return event
 
@@ -109,5 +110,6 @@ class _Output:
     log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
 
 
-def get_logger(**context: Any) -> Any:
-    return structlog.get_logger(**context)
+def get_logger(**context: object) -> FilteringBoundLogger:
+    """A logger with `context` bound to every event (the filtering bound logger `configure_logging` sets)."""
+    return cast(FilteringBoundLogger, structlog.get_logger(**context))

@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from svc.errors import Code
+
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -168,19 +170,19 @@ class Metrics:
 
     # -- recording ------------------------------------------------------------------------------------
     def request(
-        self, *, protocol: str, api: str, model: str, version: int | None, code: str, seconds: float,
+        self, *, protocol: str, api: str, model: str, version: int | None, code: Code, seconds: float,
         tf_api: str | None,
     ) -> None:
         """One finished request. `tf_api` is the API label of TF's series, None when TF records nothing."""
         v = "" if version is None else str(version)
-        self.requests.labels(model, v, api, protocol, code).inc()
-        if code == "OK":
+        self.requests.labels(model, v, api, protocol, code.name).inc()
+        if code is Code.OK:
             self.latency.labels(model, v, api, protocol).observe(seconds)
         if tf_api is None:
             return
         with self._lock:
-            self.request_count.increment(model, code)
-            if code == "OK":
+            self.request_count.increment(model, code.name)
+            if code is Code.OK:
                 entry = "GRPC" if protocol == "grpc" else "REST"
                 self.request_latency.observe(seconds * 1e6, model, tf_api, entry)
 

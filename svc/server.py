@@ -18,44 +18,51 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
-from grpclib.health.service import Health
+from anyio.abc import ObjectSendStream, TaskGroup
 from grpclib.server import Server as GrpcServer
 from prometheus_client.core import Metric
 
+from svc import config_files
 from svc import options as opts
 from svc.batching.scheduler import Batcher, batching_policy
 from svc.errors import Code, ServingError
 from svc.event_loop import backend_options
 from svc.frontends import tls
-from svc.frontends.grpc import Frontend, ModelService, PredictionService, RequestLimitCodec
+from svc.frontends.envelope import Envelope
+from svc.frontends.grpc import RequestLimitCodec
+from svc.frontends.grpc import services as grpc_services
 from svc.frontends.grpc_server import ChannelServer, channel_settings, log_ignored
-from svc.frontends.grpc_v2 import InferenceService
 from svc.frontends.request_log import RequestLog
 from svc.frontends.rest import RestApi, RestOptions
 from svc.frontends.rest_v2 import V2Routes
-from svc.inference import predict as api
+from svc.inference.core import Core
+from svc.inference.warmup import warm_up
 from svc.lifecycle.config_watcher import ConfigWatcher, model_names
 from svc.lifecycle.loader_pool import LoaderPool, RetryPolicy
-from svc.lifecycle.messages import LoaderInbox, ManagerInbox, ModelConfigs, ServableId, ServableStateChanged
+from svc.lifecycle.messages import LoaderInbox, ManagerInbox, ModelConfigs, ModelRemoved, ServableStateChanged
+from svc.lifecycle.policy import Transition
 from svc.lifecycle.readiness import Readiness
 from svc.lifecycle.serving_map import ServingMapHolder
 from svc.lifecycle.state_monitor import ModelsSettled, StateMonitor
+from svc.lifecycle.states import State
 from svc.lifecycle.version_manager import VersionManager
 from svc.logging import configure_logging, get_logger, line_buffered_stdout
 from svc.metrics import Metrics, gauge
 from svc.servables.custom_ops import load_custom_ops
-from svc.servables.saved_model import Servable, load, observe_runs, session_config
-from svc.servables.warmup import warm_up
+from svc.servables.loader import SavedModelLoader
+from svc.servables.saved_model import Servable, observe_runs, session_config
 from svc.sources.storage_poller import StoragePoller
 from svc.sources.version_cache import VersionCache
 from svc.workers.owner import PublishedServingMap, serve_workers
 
 log = get_logger(actor="supervisor")
+
+
+MONITOR_BUFFER = 64  # state changes the StateMonitor may lag behind the manager
 
 
 class StartupError(Exception):
@@ -125,65 +132,65 @@ async def serve(
     # collection after each unload (which frees the old graph's cycles) takes a millisecond, not 300.
     gc.freeze()
     config = opts.model_server_config(options)
-    opts.validate_model_server_config(config)
+    config_files.validate_model_server_config(config)
     names = tuple(m.name for m in config.model_config_list.config)
 
     # Checked before any stream exists (a stream nobody closes warns when collected).
     policy = batching_policy(opts.batching_parameters(options), _inference_threads(options))
+    # Unbounded only for the manager <-> loader cycle (the poller's AspiredVersions share the manager's inbox);
+    # a full monitor stream makes the manager wait, a full config stream the watcher.
     manager_send, manager_recv = anyio.create_memory_object_stream[ManagerInbox](math.inf)
     loader_send, loader_recv = anyio.create_memory_object_stream[LoaderInbox](math.inf)
-    monitor_send, monitor_recv = anyio.create_memory_object_stream[ServableStateChanged](math.inf)
+    monitor_send, monitor_recv = anyio.create_memory_object_stream[ServableStateChanged](MONITOR_BUFFER)
     configs_send, configs_recv = anyio.create_memory_object_stream[ModelConfigs](4)
+    shutdown_send = manager_send.clone()  # the server's own door into the manager, for the final unload
 
     metrics = Metrics()
     observe_runs(metrics.graph_run)
-    serving_map = PublishedServingMap() if options.frontend_workers > 1 else ServingMapHolder()
+    serving_map: ServingMapHolder[Servable] = (
+        PublishedServingMap() if options.frontend_workers > 1 else ServingMapHolder[Servable]()
+    )
     monitor = StateMonitor(monitor_recv)
-    manager = VersionManager(manager_recv, loader_send, monitor_send, serving_map, options.aspired_version_policy)
+    manager = VersionManager(
+        manager_recv, loader_send, monitor_send, serving_map, Transition(options.aspired_version_policy)
+    )
     tags = [t.strip() for t in options.saved_model_tags.split(",") if t.strip()]
     sess_config = session_config(
         options.tensorflow_intra_op_parallelism,
         options.tensorflow_inter_op_parallelism,
         options.tensorflow_session_parallelism,
-        opts.read_text_file(Path(options.tensorflow_session_config_file))
+        config_files.read_text_file(Path(options.tensorflow_session_config_file))
         if options.tensorflow_session_config_file else "",
         options.per_process_gpu_memory_fraction,
     )
 
     cache = VersionCache.from_environ()  # remote versions (s3://, ...) are loaded from a local copy
-
-    def loader(id: ServableId, path: str) -> Servable:
-        started = time.perf_counter()
-        try:
-            local = cache.materialize(path)
-            try:
-                own_policy = None
-                if options.enable_batching and options.enable_per_model_batching_parameters:
-                    # TF Serving: the version's batching_params.pbtxt, and without one the model is not batched.
-                    own = opts.per_model_batching_parameters(options, local)
-                    own_policy = batching_policy(own, _inference_threads(options))
-                servable = load(id.name, id.version, local, tags, sess_config)
-                servable.batching_policy = own_policy
-                if options.enable_model_warmup:
-                    _warm_up(servable, local, options)
-            except BaseException:
-                cache.evict(local)
-                raise
-        except Exception:  # LoaderPool turns any exception into LoadFailed (issue 10)
-            metrics.load(id.name, id.version, path, time.perf_counter() - started, ok=False)
-            raise
-        metrics.load(id.name, id.version, path, time.perf_counter() - started, ok=True)
-        return servable
+    loader = SavedModelLoader(
+        tags,
+        sess_config,
+        cache,
+        metrics,
+        warm_up=partial(
+            warm_up,
+            iterations=options.num_request_iterations_for_warmup,
+            method_name_check=options.enable_signature_method_name_check,
+        )
+        if options.enable_model_warmup
+        else None,
+        version_batching=partial(_version_batching, options) if (
+            options.enable_batching and options.enable_per_model_batching_parameters
+        ) else None,
+    )
 
     pool = LoaderPool(
         loader_recv,
         manager_send.clone(),
         loader,
         manager.is_aspired,
+        serving_map.leases,
         num_load_threads=options.num_load_threads,
         num_unload_threads=options.num_unload_threads,
         retry=RetryPolicy(options.max_num_load_retries, options.load_retry_interval_micros / 1e6),
-        on_unloaded=lambda id, servable: cache.evict(servable.path),
         on_unload_duration=lambda id, seconds: metrics.unload(id.name, id.version, seconds),
     )
     pool.set_load_threads(options.num_initial_load_threads)
@@ -192,7 +199,7 @@ async def serve(
     )
     read_file = None
     if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
-        def read_file() -> opts.ModelServerConfig:
+        def read_file() -> config_files.ModelServerConfig:
             return opts.model_server_config(options)
     watcher = ConfigWatcher(
         configs_send,
@@ -203,7 +210,7 @@ async def serve(
         allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models,
         serving_map=serving_map,
     )
-    core = api.Core(
+    core = Core(
         serving_map=serving_map,
         monitor=monitor,
         batcher=Batcher(policy, metrics.batch),
@@ -215,9 +222,11 @@ async def serve(
     readiness = Readiness(monitor, watcher.served_names)  # explicitly unloaded models (V2) are not waited for
     metrics.add_gauges(lambda: _state_gauges(monitor, poller, pool, core.batcher))
 
-    async with anyio.create_task_group() as tg:
-        for actor in (monitor.run, manager.run, pool.run, poller.run, watcher.run):
+    async with anyio.create_task_group() as tg, shutdown_send:
+        for actor in (monitor.run, manager.run, pool.run):  # consumers first: dependency order
             tg.start_soon(actor)
+        sources = anyio.CancelScope()
+        tg.start_soon(_run_sources, sources, poller, watcher)
         initial = ModelsSettled(names)
         await monitor.wait_until(initial.done)
         failures = initial.failures(monitor.snapshot())
@@ -241,7 +250,11 @@ async def serve(
             await _run_frontends(
                 tg, options, core, readiness, requests, watcher, shutdown_trigger, sockets or Listeners(),
             )
-        _close_servables(serving_map)
+        sources.cancel()  # no new aspired versions: what is loaded now is all there is to unload
+        with anyio.move_on_after(options.shutdown_grace_seconds) as unloading:
+            await _unload_all(manager, shutdown_send, monitor)
+        if unloading.cancelled_caught:
+            log.warning("unload_timed_out", grace_seconds=options.shutdown_grace_seconds)
         tg.cancel_scope.cancel()
     cache.close()  # the copies of remote versions (also at exit, for a start that failed)
     log.info("server_stopped")
@@ -261,22 +274,13 @@ async def _load_custom_ops(options: opts.Options) -> None:
              seconds=round(time.perf_counter() - started, 3))
 
 
-def _warm_up(servable: Servable, local: str, options: opts.Options) -> None:
-    """Replay the version's warmup requests; a failure closes the session and fails the load."""
-    started = time.perf_counter()
-    try:
-        count = warm_up(
-            servable, local, options.num_request_iterations_for_warmup, options.enable_signature_method_name_check
-        )
-    except BaseException:  # whatever a warmup record makes TensorFlow raise, the session is closed (issue 10)
-        servable.close()
-        raise
-    if count:
-        log.info("servable_warmed_up", model=servable.name, version=servable.version, requests=count,
-                 seconds=round(time.perf_counter() - started, 3))
+def _version_batching(options: opts.Options, local: str) -> object:
+    """--enable_per_model_batching_parameters: the version's batching_params.pbtxt, and without one the
+    model is not batched (TF Serving)."""
+    return batching_policy(opts.per_model_batching_parameters(options, local), _inference_threads(options))
 
 
-def _state_gauges(monitor: StateMonitor, poller: StoragePoller, pool: LoaderPool, batcher: Batcher) -> list[Metric]:
+def _state_gauges(monitor: StateMonitor, poller: StoragePoller, pool: LoaderPool[Servable], batcher: Batcher) -> list[Metric]:
     """Series read at scrape time (on the event loop, like every actor's state)."""
     counts: dict[tuple[str, str], int] = {}
     for name, versions in monitor.snapshot().items():
@@ -302,18 +306,30 @@ def _state_gauges(monitor: StateMonitor, poller: StoragePoller, pool: LoaderPool
     ]
 
 
-def _close_servables(serving_map: ServingMapHolder) -> None:
-    """Unload on shutdown: every session still open is closed (nothing holds them any more)."""
-    for entry in serving_map.current.models.values():
-        for servable in entry.versions.values():
-            servable.close()
-    serving_map.replace({})
+async def _run_sources(scope: anyio.CancelScope, poller: StoragePoller, watcher: ConfigWatcher) -> None:
+    """The config watcher and the storage poller, in a scope of their own: shutdown stops them first."""
+    with scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(poller.run)
+            tg.start_soon(watcher.run)
+
+
+async def _unload_all(
+    manager: VersionManager[Servable], inbox: ObjectSendStream[ManagerInbox], monitor: StateMonitor
+) -> None:
+    """Shutdown through the lifecycle: every model is removed, so every version unloads the usual way (the
+    loader pool, off the event loop, once no request holds it); waits until every version has ENDed."""
+    for name in manager.models():
+        await inbox.send(ModelRemoved(name))
+    await monitor.wait_until(
+        lambda table: all(s.state is State.END for versions in table.values() for s in versions.values())
+    )
 
 
 async def _run_frontends(
     tg: TaskGroup,
     options: opts.Options,
-    core: api.Core,
+    core: Core,
     readiness: Readiness,
     requests: RequestLog,
     watcher: ConfigWatcher,
@@ -321,13 +337,11 @@ async def _run_frontends(
     sockets: Listeners,
 ) -> None:
     """Open the ports, log TF Serving's lines, serve until SIGTERM/SIGINT (or the trigger), then drain."""
-    grpc_front = Frontend(core, requests, read_timeout=options.request_read_timeout_seconds)
-    prediction, model_service = PredictionService(grpc_front), ModelService(grpc_front)
-    inference = InferenceService(grpc_front, readiness, watcher)
-    handlers: list[Any] = [prediction, model_service, inference]
-    if options.enable_grpc_healthcheck_service:
-        handlers.append(Health({prediction: [readiness.status], model_service: [readiness.status],
-                                inference: [readiness.status]}))
+    envelope = Envelope(requests)
+    handlers = grpc_services(
+        core, envelope, readiness, health=options.enable_grpc_healthcheck_service, repository=watcher,
+        read_timeout=options.request_read_timeout_seconds,
+    )
     channel = channel_settings(opts.grpc_channel_arguments(options))
     log_ignored(channel)
     codec = RequestLimitCodec(options.max_request_bytes, channel)
@@ -354,7 +368,7 @@ async def _run_frontends(
         log.error("rest_server_not_started", message="--rest_api_port must differ from --port")
         rest_done.set()
     elif options.rest_api_port:
-        rest = _rest_api(options, core, requests, readiness)
+        rest = _rest_api(options, core, envelope, readiness)
         rest.v2 = V2Routes(rest, readiness, watcher)
         try:
             rest_sock = sockets.rest or bind_tcp("::", options.rest_api_port)
@@ -371,14 +385,14 @@ async def _run_frontends(
     if shutdown_trigger is not None:
         await shutdown_trigger()
         log.info("shutdown_requested", trigger="shutdown_trigger")
-        await _drain(options, readiness, grpc_front, grpc_servers, rest, stop_rest, rest_done)
+        await _drain(options, readiness, envelope, grpc_servers, stop_rest, rest_done)
         return
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             log.info("shutdown_requested", signal=signal.Signals(signum).name)
             break
         tg.start_soon(_exit_on_second_signal, signals)
-        await _drain(options, readiness, grpc_front, grpc_servers, rest, stop_rest, rest_done)
+        await _drain(options, readiness, envelope, grpc_servers, stop_rest, rest_done)
 
 
 async def _exit_on_second_signal(signals: AsyncIterator[int]) -> None:
@@ -390,9 +404,8 @@ async def _exit_on_second_signal(signals: AsyncIterator[int]) -> None:
 async def _drain(
     options: opts.Options,
     readiness: Readiness,
-    grpc_front: Frontend,
+    envelope: Envelope,
     grpc_servers: list[GrpcServer],
-    rest: RestApi | None,
     stop_rest: anyio.Event,
     rest_done: anyio.Event,
 ) -> None:
@@ -406,11 +419,9 @@ async def _drain(
         for server in grpc_servers:
             if server._server is not None:
                 server._server.close()
-        grpc_front.accepting = False
-        if rest is not None:
-            rest.accepting = False
+        envelope.stop_accepting()
         stop_rest.set()
-        await grpc_front.wait_idle()
+        await envelope.wait_idle()
         await rest_done.wait()
     if scope.cancelled_caught:
         log.warning("drain_timed_out", grace_seconds=options.shutdown_grace_seconds)
@@ -422,7 +433,7 @@ async def _drain(
     log.info("drain_finished")
 
 
-def _rest_api(options: opts.Options, core: api.Core, requests: RequestLog, readiness: Readiness) -> RestApi:
+def _rest_api(options: opts.Options, core: Core, envelope: Envelope, readiness: Readiness) -> RestApi:
     monitoring = opts.monitoring_config(options)
     metrics_path = None
     if monitoring.prometheus_config.enable:
@@ -435,7 +446,7 @@ def _rest_api(options: opts.Options, core: api.Core, requests: RequestLog, readi
         metrics_path=metrics_path,
         read_timeout_seconds=options.request_read_timeout_seconds,
     )
-    return RestApi(core, requests, readiness, core.metrics, rest_options)
+    return RestApi(core, envelope, readiness, core.metrics, rest_options)
 
 
 async def _serve_rest(

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from svc.errors import ServingError, failed_precondition, invalid_argument
-from svc.servables.saved_model import Array
+from svc.types import Array
 
 # --- policy ---------------------------------------------------------------------------------------------------
 

@@ -45,9 +45,9 @@ from svc.batching.batch_util import (
     task_size,
 )
 from svc.errors import Code, ServingError, invalid_argument
-from svc.frontends.request_log import current_request
 from svc.logging import get_logger
-from svc.servables.saved_model import Array
+from svc.request_context import current_request
+from svc.types import Array
 
 __all__ = ["Batcher", "BatcherStatistics", "BatchingPolicy", "QueueStatistics", "Runner", "batching_policy"]
 

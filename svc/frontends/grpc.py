@@ -1,35 +1,46 @@
 """The gRPC frontend: TF Serving's PredictionService and ModelService on grpclib.
 
 Service bases are the grpclib stubs that `make proto` generates from tensorflow-serving-api's own
-descriptors; messages are the official protobuf classes. Each method translates the call into `svc.inference.predict`
-and `ServingError` into a gRPC status, once, here (TF Serving's `model_servers/prediction_service_impl.cc`,
-`model_service_impl.cc`). Every call gets a request record (id from `x-request-id` metadata, returned in the
-initial metadata), one `request_finished` line and its metrics; a gRPC deadline bounds its whole stay.
+descriptors; messages are the official protobuf classes. Each method hands the call to `svc.inference` inside
+the shared envelope (`svc/frontends/envelope.py`: request record, drain gate, status) and renders a
+`ServingError` as a gRPC status, once, here (TF Serving's `model_servers/prediction_service_impl.cc`,
+`model_service_impl.cc`). The request id comes from `x-request-id` metadata and returns in the initial
+metadata; a gRPC deadline bounds the call's whole stay.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from google.protobuf.message import DecodeError
 from grpclib import GRPCError
+from grpclib._typing import IServable
 from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
+from grpclib.health.service import Health
 from grpclib.server import Stream
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    predict_pb2,
+    regression_pb2,
+)
 
 from svc._proto.tensorflow_serving.apis import model_service_grpc, prediction_service_grpc
 from svc.errors import Code, ServingError, grpc_message, invalid_argument
+from svc.frontends.envelope import Envelope
 from svc.frontends.grpc_server import ChannelSettings
-from svc.frontends.request_log import REQUEST_ID_HEADER, RequestLog
-from svc.inference import classify_regress as inference
-from svc.inference import predict as api
-from svc.logging import get_logger
-
-log = get_logger(frontend="grpc")
+from svc.frontends.request_log import REQUEST_ID_HEADER
+from svc.inference import classify_regress, model_info, model_management, predict
+from svc.inference.core import Core
+from svc.inference.open_inference import ModelRepository
+from svc.lifecycle.readiness import Readiness
 
 # TF Serving records its request metrics for these gRPC methods only.
 _TF_APIS = {"Predict", "Classify", "Regress"}
@@ -108,66 +119,38 @@ class RequestLimitCodec(ProtoCodec):
         return data
 
 
-@dataclass
 class Frontend:
-    """What every gRPC method shares: the core, the request log, and the drain gate."""
+    """What every gRPC method shares: the core and the envelope (record, gate, deadline, status, drain)."""
 
-    core: api.Core
-    requests: RequestLog
-    read_timeout: float = 30.0  # --request_read_timeout_seconds
-    accepting: bool = True
-    inflight: int = 0
-    _idle: anyio.Event | None = None
+    def __init__(self, core: Core, envelope: Envelope, read_timeout: float = 30.0) -> None:
+        self.core = core
+        self.envelope = envelope
+        self.read_timeout = read_timeout  # --request_read_timeout_seconds
 
     async def unary(self, method: str, stream: Stream[Any, Any], handler: Handler) -> None:
         metadata = dict(stream.metadata or {})
         sent_id = _text(metadata.get(REQUEST_ID_HEADER))
-        record = self.requests.start("grpc", method, sent_id)
+        record = self.envelope.start("grpc", method, sent_id)
         if method in _TF_APIS:
             record.tf_api = method
-        if not self.accepting:
-            self.requests.finish(record, Code.UNAVAILABLE.name, "server is shutting down")
-            raise GRPCError(Status.UNAVAILABLE, "Server is shutting down")
-        deadline = None
-        if stream.deadline is not None:
-            deadline = anyio.current_time() + stream.deadline.time_remaining()
-        # In flight from its headers on: a call still being received when SIGTERM arrives is served (issue 10).
-        self.inflight += 1
-        code = Code.OK
-        try:
-            request = await receive_request(stream, self.read_timeout)
-            record.model = request.model_spec.name if hasattr(request, "model_spec") else ""
-            response = await handler(request, deadline)
-            if record.request_id == sent_id:  # echoed only when the client sent one (issue 11)
-                await stream.send_initial_metadata(metadata={REQUEST_ID_HEADER: record.request_id})
-            await stream.send_message(response)
-        except ServingError as exc:
-            code = exc.code
-            self.requests.finish(record, code.name, exc.message)
-            raise grpc_error(exc) from None
-        except GRPCError as exc:  # the codec refused the response (grpc.max_send_message_length)
-            code = Code(exc.status.value)
-            self.requests.finish(record, code.name, exc.message or "")
-            raise
-        except Exception:
-            code = Code.INTERNAL
-            log.exception("request_crashed", api=method, request_id=record.request_id)
-            self.requests.finish(record, code.name, "internal error")
-            raise GRPCError(Status.INTERNAL, "Internal error") from None
-        except BaseException:  # the client went away (grpclib cancels the handler) or the server stops
-            self.requests.finish(record, Code.CANCELLED.name, "cancelled")
-            raise
-        finally:
-            self.inflight -= 1
-            if not self.inflight and self._idle is not None:
-                self._idle.set()
-        self.requests.finish(record, code.name)
+        deadline = self.envelope.deadline(stream.deadline.time_remaining() if stream.deadline else None)
 
-    async def wait_idle(self) -> None:
-        """Wait until no call is in flight (new ones are refused once `accepting` is False)."""
-        if self.inflight:
-            self._idle = anyio.Event()
-            await self._idle.wait()
+        async def call() -> None:
+            # In flight from its headers on: a call still being received at SIGTERM is served (issue 10).
+            try:
+                request = await receive_request(stream, self.read_timeout)
+                record.model = request.model_spec.name if hasattr(request, "model_spec") else ""
+                response = await handler(request, deadline)
+                if record.request_id == sent_id:  # echoed only when the client sent one (issue 11)
+                    await stream.send_initial_metadata(metadata={REQUEST_ID_HEADER: record.request_id})
+                await stream.send_message(response)
+            except GRPCError as exc:  # the codec refused the response (grpc.max_send_message_length)
+                raise ServingError(Code(exc.status.value), exc.message or "") from None
+
+        try:
+            await self.envelope.run(record, call)
+        except ServingError as exc:
+            raise grpc_error(exc) from None
 
 
 def _text(value: object) -> str | None:
@@ -180,28 +163,33 @@ class PredictionService(prediction_service_grpc.PredictionServiceBase):
     def __init__(self, frontend: Frontend) -> None:
         self._f = frontend
 
-    async def Predict(self, stream: Stream[Any, Any]) -> None:
+    async def Predict(self, stream: Stream[predict_pb2.PredictRequest, predict_pb2.PredictResponse]) -> None:
         core = self._f.core
-        await self._f.unary("Predict", stream, lambda r, d: api.predict(core, r, deadline=d))
+        await self._f.unary("Predict", stream, lambda r, d: predict.predict(core, r, deadline=d))
 
-    async def GetModelMetadata(self, stream: Stream[Any, Any]) -> None:
-        async def handle(request: Any, deadline: float | None) -> Any:
-            return api.get_model_metadata(self._f.core, request)
+    async def GetModelMetadata(
+        self, stream: Stream[get_model_metadata_pb2.GetModelMetadataRequest, get_model_metadata_pb2.GetModelMetadataResponse]
+    ) -> None:
+        await self._f.unary("GetModelMetadata", stream, _now(lambda r: model_info.get_model_metadata(self._f.core, r)))
 
-        await self._f.unary("GetModelMetadata", stream, handle)
-
-    async def Classify(self, stream: Stream[Any, Any]) -> None:
+    async def Classify(
+        self, stream: Stream[classification_pb2.ClassificationRequest, classification_pb2.ClassificationResponse]
+    ) -> None:
         core = self._f.core
-        await self._f.unary("Classify", stream, lambda r, d: inference.classify(core, r, deadline=d))
+        await self._f.unary("Classify", stream, lambda r, d: classify_regress.classify(core, r, deadline=d))
 
-    async def Regress(self, stream: Stream[Any, Any]) -> None:
+    async def Regress(
+        self, stream: Stream[regression_pb2.RegressionRequest, regression_pb2.RegressionResponse]
+    ) -> None:
         core = self._f.core
-        await self._f.unary("Regress", stream, lambda r, d: inference.regress(core, r, deadline=d))
+        await self._f.unary("Regress", stream, lambda r, d: classify_regress.regress(core, r, deadline=d))
 
-    async def MultiInference(self, stream: Stream[Any, Any]) -> None:
+    async def MultiInference(
+        self, stream: Stream[inference_pb2.MultiInferenceRequest, inference_pb2.MultiInferenceResponse]
+    ) -> None:
         core = self._f.core
         await self._f.unary(
-            "MultiInference", stream, lambda r, d: inference.multi_inference(core, r, deadline=d)
+            "MultiInference", stream, lambda r, d: classify_regress.multi_inference(core, r, deadline=d)
         )
 
 
@@ -209,12 +197,46 @@ class ModelService(model_service_grpc.ModelServiceBase):
     def __init__(self, frontend: Frontend) -> None:
         self._f = frontend
 
-    async def GetModelStatus(self, stream: Stream[Any, Any]) -> None:
-        async def handle(request: Any, deadline: float | None) -> Any:
-            return api.get_model_status(self._f.core, request)
+    async def GetModelStatus(
+        self, stream: Stream[get_model_status_pb2.GetModelStatusRequest, get_model_status_pb2.GetModelStatusResponse]
+    ) -> None:
+        await self._f.unary("GetModelStatus", stream, _now(lambda r: model_info.get_model_status(self._f.core, r)))
 
-        await self._f.unary("GetModelStatus", stream, handle)
-
-    async def HandleReloadConfigRequest(self, stream: Stream[Any, Any]) -> None:
+    async def HandleReloadConfigRequest(
+        self, stream: Stream[model_management_pb2.ReloadConfigRequest, model_management_pb2.ReloadConfigResponse]
+    ) -> None:
         core = self._f.core
-        await self._f.unary("HandleReloadConfigRequest", stream, lambda r, d: api.reload_config(core, r))
+        await self._f.unary(
+            "HandleReloadConfigRequest", stream, lambda r, d: model_management.reload_config(core, r)
+        )
+
+
+def services(
+    core: Core,
+    envelope: Envelope,
+    readiness: Readiness,
+    *,
+    health: bool,
+    repository: ModelRepository | None = None,
+    read_timeout: float = 30.0,
+) -> list[IServable]:
+    """The gRPC handlers of one server: TF Serving's two services, the Open Inference Protocol's, and (with
+    `health`) grpc.health.v1 tracking readiness for each."""
+    from svc.frontends.grpc_v2 import InferenceService  # built on this module's Frontend
+
+    frontend = Frontend(core, envelope, read_timeout)
+    served: list[IServable] = [
+        PredictionService(frontend), ModelService(frontend), InferenceService(frontend, readiness, repository)
+    ]
+    if not health:
+        return served
+    return [*served, Health({service: [readiness.status] for service in served})]
+
+
+def _now(answer: Callable[[Any], Any]) -> Handler:
+    """A handler for an API that answers at once (no run, no deadline)."""
+
+    async def handle(request: Any, deadline: float | None) -> Any:
+        return answer(request)
+
+    return handle

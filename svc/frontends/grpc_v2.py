@@ -16,9 +16,9 @@ from grpclib.server import Stream
 from svc._proto.inference import grpc_service_grpc
 from svc._proto.inference import grpc_service_pb2 as pb
 from svc.frontends.grpc import Frontend
-from svc.frontends.request_log import current_request
 from svc.inference import open_inference as v2
 from svc.lifecycle.readiness import Readiness
+from svc.request_context import current_request
 from svc.wire import v2_request
 
 OFFLOAD_BYTES = 1 << 20  # requests above this are decoded and answered in a worker thread

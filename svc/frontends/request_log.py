@@ -1,8 +1,8 @@
 """One record per request: its id, what it resolved to, how long it took — logged as one canonical
 `request_finished` line (sampled by `--request_log_sample_rate`) and counted in the metrics.
 
-The record travels with the request in a context variable, so code deep in the request path (the batcher)
-can add what only it knows (`batch_size`) without threading it through every call.
+The record (`svc/request_context.py`) travels with the request in a context variable, so code deep in the
+request path (the batcher) can add what only it knows (`batch_size`) without threading it through every call.
 """
 
 from __future__ import annotations
@@ -12,32 +12,16 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from contextvars import ContextVar
-from dataclasses import dataclass
 
+from svc.errors import Code
 from svc.logging import get_logger
 from svc.metrics import Metrics
+from svc.request_context import RequestRecord, current_request
 
 log = get_logger()
 
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_ID = 128
-
-
-@dataclass(slots=True)
-class RequestRecord:
-    protocol: str
-    api: str
-    request_id: str
-    started: float
-    model: str = ""
-    version: int | None = None
-    signature: str = ""
-    batch_size: int | None = None
-    tf_api: str | None = None  # the API label of TF Serving's own metrics, None when TF records nothing
-
-
-current_request: ContextVar[RequestRecord | None] = ContextVar("current_request", default=None)
 
 
 # Generated ids: one random prefix per process and a counter (a uuid4 per request cost more than it told).
@@ -70,7 +54,7 @@ class RequestLog:
         current_request.set(record)
         return record
 
-    def finish(self, record: RequestRecord, code: str, error: str = "") -> None:
+    def finish(self, record: RequestRecord, code: Code, error: str = "") -> None:
         seconds = time.perf_counter() - record.started
         model = record.model
         if model and self._is_known is not None and not self._is_known(model):
@@ -85,7 +69,7 @@ class RequestLog:
             return
         fields = {
             "model": record.model, "version": record.version, "signature": record.signature,
-            "api": record.api, "protocol": record.protocol, "status": code,
+            "api": record.api, "protocol": record.protocol, "status": code.name,
             "latency_ms": round(seconds * 1000, 3), "batch_size": record.batch_size,
             "request_id": record.request_id,
         }

@@ -23,23 +23,30 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    regression_pb2,
+)
 
-from svc.errors import Code, ServingError, http_status, invalid_argument
-from svc.frontends.request_log import REQUEST_ID_HEADER, RequestLog, RequestRecord
-from svc.inference import classify_regress as inference
-from svc.inference import predict as api
+from svc.errors import Code, RequestTimedOut, RequestTooLarge, ServingError, http_status_of, invalid_argument
+from svc.frontends.envelope import Envelope
+from svc.frontends.request_log import REQUEST_ID_HEADER
+from svc.inference import classify_regress, model_info
+from svc.inference.core import Core, Target, note_version, signature_name_or_default
+from svc.inference.predict import run_predict
 from svc.lifecycle.readiness import Readiness
-from svc.logging import get_logger
+from svc.lifecycle.serving_map import ServableHandle
 from svc.metrics import Metrics
+from svc.request_context import RequestRecord
 from svc.servables.saved_model import Servable
+from svc.types import INT64_MAX, OFFLOAD_JSON_BYTES, OFFLOAD_JSON_ELEMENTS
 from svc.wire import json_examples as json_example
 from svc.wire import json_tensor
 
 if TYPE_CHECKING:
     from svc.frontends.rest_v2 import V2Routes
-
-log = get_logger(frontend="rest")
 
 _POST = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.IGNORECASE
@@ -48,10 +55,7 @@ _GET = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([
 _V1 = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 _V2 = re.compile(r"/v2(?:/.*)?", re.DOTALL)
 _ORIGIN = re.compile(r"https?://")
-_INT64_MAX = 2**63 - 1
 JSON = "application/json"
-OFFLOAD_BYTES = 64 * 1024  # request bodies above this are parsed in a worker thread
-OFFLOAD_ELEMENTS = 8192  # responses above this many elements are written in a worker thread
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, GET",
@@ -67,7 +71,7 @@ def _version(text: str | None) -> int | None:
     if text is None:
         return None
     value = int(text)
-    if value > _INT64_MAX:
+    if value > INT64_MAX:
         raise invalid_argument(f"Failed to convert version: {text} to numeric.")
     return value
 
@@ -85,28 +89,19 @@ class RestOptions:
     read_timeout_seconds: float = 30.0  # --request_read_timeout_seconds: a started body must arrive by then
 
 
-class RequestTooLarge(Exception):
-    pass
-
-
-class RequestTimedOut(Exception):
-    pass
-
-
 class RestApi:
     def __init__(
-        self, core: api.Core, requests: RequestLog, readiness: Readiness, metrics: Metrics, options: RestOptions
+        self, core: Core, envelope: Envelope, readiness: Readiness, metrics: Metrics, options: RestOptions
     ) -> None:
         self._core = core
-        self._requests = requests
+        self._envelope = envelope
         self._readiness = readiness
         self._metrics = metrics
         self._options = options
-        self.accepting = True
         self.v2: V2Routes | None = None  # the Open Inference Protocol's routes (svc/frontends/rest_v2.py)
 
     @property
-    def core(self) -> api.Core:
+    def core(self) -> Core:
         return self._core
 
     def app(self) -> Starlette:
@@ -138,51 +133,40 @@ class RestApi:
         self, request: Request, uri: str,
         route: Callable[[Request, str, RequestRecord], Awaitable[Response]] | None = None,
     ) -> Response:
-        record = self._requests.start("rest", request.method.lower(), request.headers.get(REQUEST_ID_HEADER))
+        record = self._envelope.start("rest", request.method.lower(), request.headers.get(REQUEST_ID_HEADER))
         record.tf_api = ""
-        code = Code.OK
-        error = ""
-        try:
-            if request.method == "OPTIONS":
+        preflight = request.method == "OPTIONS"  # answered while draining too
+
+        async def call() -> Response:
+            if preflight:
                 if not _ORIGIN.search(request.headers.get("origin", "")):
                     raise ServingError(Code.FAILED_PRECONDITION, "Origin header is missing in CORS preflight")
-                response = Response(b"", media_type=JSON)
-            elif not self.accepting:
-                raise ServingError(Code.UNAVAILABLE, "Server is shutting down")
-            else:
-                response = await (route or self._route)(request, uri, record)
+                return Response(b"", media_type=JSON)
+            try:
+                return await (route or self._route)(request, uri, record)
+            except ClientDisconnect:  # the client went away mid-body: not a server error (issue 10)
+                raise ServingError(Code.CANCELLED, "cancelled") from None
+
+        try:
+            response = await self._envelope.run(record, call, gated=not preflight)
         except ServingError as exc:
-            code, error = exc.code, exc.message
-            if request.method == "OPTIONS":  # TF Serving answers a failed preflight with an empty body
-                response = Response(b"", status_code=http_status(exc.code), media_type=JSON)
+            status = http_status_of(exc)
+            if preflight or exc.code is Code.CANCELLED:
+                # TF Serving answers a failed preflight with an empty body; a client gone mid-body gets none.
+                response = Response(b"", status_code=status, media_type=JSON if preflight else None)
             else:
-                response = json_response(json_tensor.format_error(exc.message), http_status(exc.code))
-        except RequestTimedOut:
-            code = Code.DEADLINE_EXCEEDED
-            error = f"Request body not received within {self._options.read_timeout_seconds:g} s"
-            response = json_response(json_tensor.format_error(error), 408)
-            response.headers["connection"] = "close"
-        except ClientDisconnect:  # the client went away mid-body: not a server error (issue 10)
-            code, error = Code.CANCELLED, "cancelled"
-            response = Response(b"", status_code=499)
-        except RequestTooLarge:
-            code = Code.RESOURCE_EXHAUSTED
-            error = f"Request body is larger than the limit of {self._options.max_request_bytes} bytes"
-            response = json_response(json_tensor.format_error(error), 413)
-        except Exception:
-            log.exception("request_crashed", path=uri, request_id=record.request_id)
-            code, error = Code.INTERNAL, "internal error"
-            response = json_response(json_tensor.format_error("Internal error"), 500)
+                response = json_response(json_tensor.format_error(exc.message), status)
+            if isinstance(exc, RequestTimedOut):
+                response.headers["connection"] = "close"
         if record.request_id == request.headers.get(REQUEST_ID_HEADER):  # echoed only when sent (issue 11)
             response.headers[REQUEST_ID_HEADER] = record.request_id
-        self._requests.finish(record, code.name, error)
         return response
 
     async def _route(self, request: Request, uri: str, record: RequestRecord) -> Response:
         method = request.method
         if method == "POST" and (m := _POST.fullmatch(uri)):
             name, version, label, verb = m.groups()
-            target = api.Target(unquote(name), _version(version), _decode(label))
+            target = Target(unquote(name), _version(version), _decode(label))
             self._note(record, target.name, verb, verb)
             body = await self.read_body(request)
             if verb == "predict":
@@ -190,17 +174,21 @@ class RestApi:
             if verb in ("classify", "regress"):
                 signature_name, model_input = json_example.parse_classify_regress(body, verb)
                 if verb == "classify":
-                    request_pb = inference.classification_request(target, signature_name, model_input)
-                    classified = await inference.classify(self._core, request_pb, deadline=self.deadline())
+                    request_pb = classify_regress.examples_request(
+                        classification_pb2.ClassificationRequest, target, signature_name, model_input
+                    )
+                    classified = await classify_regress.classify(self._core, request_pb, deadline=self.deadline())
                     return json_response(json_example.format_classify(classified.result))
-                regression_pb = inference.regression_request(target, signature_name, model_input)
-                regressed = await inference.regress(self._core, regression_pb, deadline=self.deadline())
+                regression_pb = classify_regress.examples_request(
+                    regression_pb2.RegressionRequest, target, signature_name, model_input
+                )
+                regressed = await classify_regress.regress(self._core, regression_pb, deadline=self.deadline())
                 return json_response(json_example.format_regress(regressed.result))
         elif method == "GET" and (m := _GET.fullmatch(uri)):
             name, version, label, metadata = m.groups()
             if name is None:
                 raise invalid_argument("Missing model name in request.")
-            target = api.Target(unquote(name), _version(version), _decode(label))
+            target = Target(unquote(name), _version(version), _decode(label))
             # TF Serving matches the path case-insensitively but serves metadata only for the exact word;
             # any other spelling (`METADATA`) answers the status (issue 10).
             self._note(record, target.name, "", "metadata" if metadata == "metadata" else "status")
@@ -218,15 +206,13 @@ class RestApi:
         record.api = api_name
 
     def deadline(self) -> float | None:
-        if self._options.timeout_ms > 0:
-            return anyio.current_time() + self._options.timeout_ms / 1000
-        return None
+        return self._envelope.deadline(self._options.timeout_ms / 1000 if self._options.timeout_ms > 0 else None)
 
     async def read_body(self, request: Request) -> bytes:
         limit = self._options.max_request_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            raise RequestTooLarge
+            raise RequestTooLarge(limit)
         chunks: list[bytes] = []
         size = 0
         # A client that starts a body must finish it in time: a slow sender is answered 408 (issue 10).
@@ -234,80 +220,73 @@ class RestApi:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise RequestTooLarge
+                    raise RequestTooLarge(limit)
                 chunks.append(chunk)
         if scope.cancelled_caught:
-            raise RequestTimedOut
+            raise RequestTimedOut(self._options.read_timeout_seconds)
         body = b"".join(chunks)
         if "gzip" in request.headers.get("content-encoding", "").lower():
             try:
                 decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
                 body = decompressor.decompress(body, limit + 1)
                 if len(body) > limit or decompressor.unconsumed_tail:
-                    raise RequestTooLarge
+                    raise RequestTooLarge(limit)
             except (zlib.error, EOFError, gzip.BadGzipFile) as exc:
                 raise invalid_argument("Failed to decompress gzip request body") from exc
         return body
 
-    async def predict(self, target: api.Target, body: bytes) -> Response:
-        held: list[Servable] = []
-        offload = len(body) > OFFLOAD_BYTES  # big JSON is parsed and written off the event loop
-
-        def acquire() -> Servable:
-            servable = api.acquire(self._core, target)
-            held.append(servable)
-            return servable
+    async def predict(self, target: Target, body: bytes) -> Response:
+        # The version is leased here, on the event loop, before the body is parsed (in a worker thread when
+        # it is big); a lookup error is raised where TF Serving looks the model up: when the parser asks for
+        # the signature's inputs, after the JSON itself was read.
+        try:
+            handle: ServableHandle[Servable] | ServingError = self._core.serving_map.acquire(
+                target.name, target.version, target.label
+            )
+        except ServingError as exc:
+            handle = exc
+        offload = len(body) > OFFLOAD_JSON_BYTES  # big JSON is parsed and written off the event loop
 
         def input_map(signature_name: str) -> Mapping[str, int]:
-            servable = anyio.from_thread.run_sync(acquire) if offload else acquire()
-            signature = servable.signatures.get(api.signature_name_or_default(signature_name))
-            if signature is None:
-                raise invalid_argument(
-                    f'Serving signature name: "{api.signature_name_or_default(signature_name)}" '
-                    "not found in signature def"
-                )
-            if not signature.inputs:
-                raise invalid_argument(
-                    f"Failed to get input map for signature: {signature_name or 'DEFAULT'}"
-                )
-            return {alias: info.dtype for alias, info in signature.inputs.items()}
+            if isinstance(handle, ServingError):
+                raise handle
+            note_version(handle.servable)
+            return predict_input_map(handle.servable, signature_name)
 
         try:
             if offload:
                 parsed = await anyio.to_thread.run_sync(json_tensor.parse_predict, body, input_map)
             else:
                 parsed = json_tensor.parse_predict(body, input_map)
-            result = await api.run_predict(
-                self._core, held[0], parsed.signature_name, parsed.inputs, deadline=self.deadline()
+            assert not isinstance(handle, ServingError)  # the parser asked for the input map
+            result = await run_predict(
+                self._core, handle.servable, parsed.signature_name, parsed.inputs, deadline=self.deadline()
             )
-            if offload or sum(a.size for a in result.outputs.values()) > OFFLOAD_ELEMENTS:
-                text = await anyio.to_thread.run_sync(
-                    json_tensor.format_predict, result.outputs, result.dtypes, parsed.format
-                )
-            else:
-                text = json_tensor.format_predict(result.outputs, result.dtypes, parsed.format)
-            return json_response(text)
         finally:
-            for servable in held:
-                servable.release()
+            if not isinstance(handle, ServingError):
+                handle.release()
+        if offload or sum(a.size for a in result.outputs.values()) > OFFLOAD_JSON_ELEMENTS:
+            text = await anyio.to_thread.run_sync(
+                json_tensor.format_predict, result.outputs, result.dtypes, parsed.format
+            )
+        else:
+            text = json_tensor.format_predict(result.outputs, result.dtypes, parsed.format)
+        return json_response(text)
 
-    def metadata(self, target: api.Target) -> Response:
-        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[api.SIGNATURE_DEF_FIELD])
-        request.model_spec.name = target.name
-        if target.version is not None:
-            request.model_spec.version.value = target.version
-        elif target.label is not None:
-            request.model_spec.version_label = target.label
-        response = api.get_model_metadata(self._core, request)
+    def metadata(self, target: Target) -> Response:
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=target.model_spec(), metadata_field=[model_info.SIGNATURE_DEF_FIELD]
+        )
+        response = model_info.get_model_metadata(self._core, request)
         return json_response(json_example.format_model_metadata(response))
 
-    def status(self, target: api.Target) -> Response:
+    def status(self, target: Target) -> Response:
         # GetModelStatus ignores a label, as TF Serving's does: /labels/L lists every version.
         request = get_model_status_pb2.GetModelStatusRequest()
         request.model_spec.name = target.name
         if target.version is not None:
             request.model_spec.version.value = target.version
-        response = api.get_model_status(self._core, request)
+        response = model_info.get_model_status(self._core, request)
         return json_response(json_example.format_model_status(response))
 
     def readyz(self) -> Response:
@@ -322,3 +301,15 @@ class RestApi:
         if uri != path:
             return Response(f"Unexpected path: {uri}. Should be {path}", status_code=400, media_type="text/plain")
         return Response(self._metrics.render(), media_type="text/plain")
+
+
+def predict_input_map(servable: Servable, signature_name: str) -> Mapping[str, int]:
+    """TF Serving's `GetInfoMap`: the signature's input dtypes by alias, for the JSON parser."""
+    signature = servable.signatures.get(signature_name_or_default(signature_name))
+    if signature is None:
+        raise invalid_argument(
+            f'Serving signature name: "{signature_name_or_default(signature_name)}" not found in signature def'
+        )
+    if not signature.inputs:
+        raise invalid_argument(f"Failed to get input map for signature: {signature_name or 'DEFAULT'}")
+    return {alias: info.dtype for alias, info in signature.inputs.items()}

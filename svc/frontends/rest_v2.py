@@ -20,9 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from svc.errors import invalid_argument, not_found
-from svc.frontends.request_log import RequestRecord
 from svc.inference import open_inference as v2
 from svc.lifecycle.readiness import Readiness
+from svc.request_context import RequestRecord
 from svc.wire import v2_request
 
 if TYPE_CHECKING:

@@ -10,8 +10,9 @@ batcher like Predict does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeAlias, TypeVar
 
 import numpy as np
 from tensorflow.core.framework import types_pb2
@@ -25,8 +26,9 @@ from tensorflow_serving.apis import (
 )
 
 from svc.errors import Code, ServingError, invalid_argument
-from svc.inference.predict import Core, Target, acquire, signature_name_or_default, target_of
-from svc.servables.saved_model import Array, Servable
+from svc.inference.core import Core, Target, Task, lease, run, run_now, signature_name_or_default, target_of
+from svc.servables.saved_model import Servable
+from svc.types import Array
 from svc.wire import tensor_proto as tensors
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -232,92 +234,65 @@ def make_model_spec(spec: model_pb2.ModelSpec, name: str, signature_name: str, v
     spec.version.value = version
 
 
-def model_spec_for(target: Target, signature_name: str) -> model_pb2.ModelSpec:
-    """The ModelSpec of a REST call: the URL's model, version or label, and the body's signature name."""
-    spec = model_pb2.ModelSpec(name=target.name, signature_name=signature_name)
-    if target.version is not None:
-        spec.version.value = target.version
-    elif target.label is not None:
-        spec.version_label = target.label
-    return spec
+Q = TypeVar("Q", classification_pb2.ClassificationRequest, regression_pb2.RegressionRequest)
 
 
-def classification_request(
-    target: Target, signature_name: str, model_input: input_pb2.Input
-) -> classification_pb2.ClassificationRequest:
-    request = classification_pb2.ClassificationRequest(model_spec=model_spec_for(target, signature_name))
+def examples_request(kind: type[Q], target: Target, signature_name: str, model_input: input_pb2.Input) -> Q:
+    """The ClassificationRequest or RegressionRequest of a REST call."""
+    request = kind(model_spec=target.model_spec(signature_name))
     request.input.CopyFrom(model_input)
     return request
 
 
-def regression_request(
-    target: Target, signature_name: str, model_input: input_pb2.Input
-) -> regression_pb2.RegressionRequest:
-    request = regression_pb2.RegressionRequest(model_spec=model_spec_for(target, signature_name))
-    request.input.CopyFrom(model_input)
-    return request
+# --- prepare / finish (pure) ------------------------------------------------------------------------------
+
+ExampleResult: TypeAlias = classification_pb2.ClassificationResult | regression_pb2.RegressionResult
 
 
-# The per-method steps of Classify and Regress (also used by warmup): (preprocess, postprocess).
-EXAMPLE_METHODS: dict[str, tuple[Any, Any]] = {
-    CLASSIFY_METHOD: (preprocess_classification, postprocess_classification),
-    REGRESS_METHOD: (preprocess_regression, postprocess_regression),
-}
+@dataclass(frozen=True, slots=True)
+class ExampleMethod:
+    """The per-method steps of Classify and Regress."""
+
+    name: str
+    preprocess: Callable[[SignatureDef, bool], tuple[str, list[str]]]
+    postprocess: Callable[[SignatureDef, int, Sequence[str], Sequence[Array]], ExampleResult]
 
 
-# --- the three APIs -----------------------------------------------------------------------------------------
+CLASSIFY = ExampleMethod(CLASSIFY_METHOD, preprocess_classification, postprocess_classification)
+REGRESS = ExampleMethod(REGRESS_METHOD, preprocess_regression, postprocess_regression)
+EXAMPLE_METHODS = {m.name: m for m in (CLASSIFY, REGRESS)}
 
 
-def _record_examples(core: Core, model: str, count: int) -> None:
-    """TF Serving's `RecordRequestExampleCount` (servables/tensorflow/util.cc) for Classify/Regress/Multi."""
-    if core.metrics is not None:
-        core.metrics.examples(model, count)
+@dataclass(frozen=True, slots=True)
+class ExamplesTask:
+    """A prepared Classify or Regress: the run, and what `finish_examples` checks the outputs against."""
+
+    task: Task
+    method: ExampleMethod
+    signature: SignatureDef
+    num_examples: int
 
 
-async def _run_examples(
-    core: Core, spec: model_pb2.ModelSpec, model_input: input_pb2.Input, method: str, deadline: float | None
-) -> tuple[int, Any]:
-    """`RunClassify` / `RunRegress`: the version that answered and its ClassificationResult or RegressionResult."""
-    preprocess, postprocess = EXAMPLE_METHODS[method]
-    servable = acquire(core, target_of(spec))
-    try:
-        check = core.signature_method_name_check
-        signature = find_signature(servable, spec.signature_name, method, check)
-        input_name, output_names = preprocess(signature, check)
-        examples = serialized_examples(model_input)
-        _record_examples(core, servable.name, len(examples))
-        outputs = await core.batcher.submit(servable, {input_name: examples}, output_names, deadline=deadline)
-        return servable.version, postprocess(signature, len(examples), output_names, outputs)
-    finally:
-        servable.release()
+def prepare_examples(
+    servable: Servable, signature_name: str, model_input: input_pb2.Input, method: ExampleMethod, check: bool
+) -> ExamplesTask:
+    """The first half of `RunClassify` / `RunRegress`: signature checks, then the serialized examples."""
+    signature = find_signature(servable, signature_name, method.name, check)
+    input_name, output_names = method.preprocess(signature, check)
+    examples = serialized_examples(model_input)
+    return ExamplesTask(Task({input_name: examples}, output_names), method, signature, len(examples))
 
 
-async def classify(
-    core: Core, request: classification_pb2.ClassificationRequest, *, deadline: float | None = None
-) -> classification_pb2.ClassificationResponse:
-    """`TensorflowClassificationServiceImpl::Classify`."""
-    if not request.HasField("model_spec"):
-        raise invalid_argument("Missing ModelSpec")
-    spec = request.model_spec
-    version, result = await _run_examples(core, spec, request.input, CLASSIFY_METHOD, deadline)
-    response = classification_pb2.ClassificationResponse()
-    make_model_spec(response.model_spec, spec.name, spec.signature_name, version)
-    response.result.CopyFrom(result)
-    return response
+def finish_examples(prepared: ExamplesTask, outputs: Sequence[Array]) -> ExampleResult:
+    """The second half: `PostProcessClassificationResult` / `PostProcessRegressionResult`."""
+    return prepared.method.postprocess(prepared.signature, prepared.num_examples, prepared.task.fetches, outputs)
 
 
-async def regress(
-    core: Core, request: regression_pb2.RegressionRequest, *, deadline: float | None = None
-) -> regression_pb2.RegressionResponse:
-    """`TensorflowRegressionServiceImpl::Regress`."""
-    if not request.HasField("model_spec"):
-        raise invalid_argument("Missing ModelSpec")
-    spec = request.model_spec
-    version, result = await _run_examples(core, spec, request.input, REGRESS_METHOD, deadline)
-    response = regression_pb2.RegressionResponse()
-    make_model_spec(response.model_spec, spec.name, spec.signature_name, version)
-    response.result.CopyFrom(result)
-    return response
+@dataclass(frozen=True, slots=True)
+class MultiInferenceTask:
+    task: Task
+    signatures: list[SignatureDef]
+    num_examples: int
 
 
 def _task_signatures(
@@ -346,47 +321,124 @@ def _task_signatures(
         signature = servable.signatures.get(key)
         if signature is None:
             raise invalid_argument(f"Requested signature not found in model graph: {key}")
-        if task.method_name == CLASSIFY_METHOD:
-            input_name, names = preprocess_classification(signature, check)
-        elif task.method_name == REGRESS_METHOD:
-            input_name, names = preprocess_regression(signature, check)
-        else:
+        method = EXAMPLE_METHODS.get(task.method_name)
+        if method is None:
             raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}")
+        input_name, names = method.preprocess(signature, check)
         signatures.append(signature)
         inputs.add(input_name)
         outputs.update(names)
     return signatures, inputs, sorted(outputs)
 
 
+def prepare_multi_inference(
+    servable: Servable, request: inference_pb2.MultiInferenceRequest, check: bool
+) -> MultiInferenceTask:
+    """One run feeds the examples to every task's input and fetches every task's outputs."""
+    signatures, input_names, output_names = _task_signatures(servable, request.tasks, check)
+    examples = serialized_examples(request.input)
+    feeds = dict.fromkeys(sorted(input_names), examples)
+    return MultiInferenceTask(Task(feeds, output_names), signatures, len(examples))
+
+
+def finish_multi_inference(
+    prepared: MultiInferenceTask,
+    request: inference_pb2.MultiInferenceRequest,
+    version: int,
+    outputs: Sequence[Array],
+) -> inference_pb2.MultiInferenceResponse:
+    """Results in task order, each with its own ModelSpec."""
+    response = inference_pb2.MultiInferenceResponse()
+    fetches = prepared.task.fetches
+    for task, signature in zip(request.tasks, prepared.signatures, strict=True):
+        result = response.results.add()
+        if task.method_name == CLASSIFY_METHOD:
+            result.classification_result.CopyFrom(
+                postprocess_classification(signature, prepared.num_examples, fetches, outputs)
+            )
+        else:
+            result.regression_result.CopyFrom(
+                postprocess_regression(signature, prepared.num_examples, fetches, outputs)
+            )
+        make_model_spec(result.model_spec, task.model_spec.name, task.model_spec.signature_name, version)
+    return response
+
+
+def first_model_spec(request: inference_pb2.MultiInferenceRequest) -> model_pb2.ModelSpec:
+    """The ModelSpec that picks the servable of a MultiInference: the first task's."""
+    return request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+
+
+# --- the three APIs -----------------------------------------------------------------------------------------
+
+
+def _record_examples(core: Core, model: str, count: int) -> None:
+    """TF Serving's `RecordRequestExampleCount` (servables/tensorflow/util.cc) for Classify/Regress/Multi."""
+    if core.metrics is not None:
+        core.metrics.examples(model, count)
+
+
+ExampleRequest: TypeAlias = classification_pb2.ClassificationRequest | regression_pb2.RegressionRequest
+
+
+R = TypeVar("R", classification_pb2.ClassificationResponse, regression_pb2.RegressionResponse)
+
+
+async def _answer_examples(
+    core: Core, request: ExampleRequest, method: ExampleMethod, response: R, deadline: float | None
+) -> R:
+    """`RunClassify` / `RunRegress` into `response`: the result, and the ModelSpec of the version that answered."""
+    if not request.HasField("model_spec"):
+        raise invalid_argument("Missing ModelSpec")
+    spec = request.model_spec
+    with lease(core, target_of(spec)) as servable:
+        check = core.signature_method_name_check
+        prepared = prepare_examples(servable, spec.signature_name, request.input, method, check)
+        _record_examples(core, servable.name, prepared.num_examples)
+        outputs = await run(core, servable, prepared.task, deadline=deadline)
+        response.result.CopyFrom(finish_examples(prepared, outputs))
+        make_model_spec(response.model_spec, spec.name, spec.signature_name, servable.version)
+    return response
+
+
+async def classify(
+    core: Core, request: classification_pb2.ClassificationRequest, *, deadline: float | None = None
+) -> classification_pb2.ClassificationResponse:
+    """`TensorflowClassificationServiceImpl::Classify`."""
+    return await _answer_examples(core, request, CLASSIFY, classification_pb2.ClassificationResponse(), deadline)
+
+
+async def regress(
+    core: Core, request: regression_pb2.RegressionRequest, *, deadline: float | None = None
+) -> regression_pb2.RegressionResponse:
+    """`TensorflowRegressionServiceImpl::Regress`."""
+    return await _answer_examples(core, request, REGRESS, regression_pb2.RegressionResponse(), deadline)
+
+
 async def multi_inference(
     core: Core, request: inference_pb2.MultiInferenceRequest, *, deadline: float | None = None
 ) -> inference_pb2.MultiInferenceResponse:
-    """`RunMultiInferenceWithServerCore`: the first task's ModelSpec picks the servable; one run feeds the
-    examples to every task's input and fetches every task's outputs; results in task order."""
-    first = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
-    servable = acquire(core, target_of(first))
-    try:
-        signatures, input_names, output_names = _task_signatures(
-            servable, request.tasks, core.signature_method_name_check
-        )
-        examples = serialized_examples(request.input)
-        _record_examples(core, servable.name, len(examples))
-        feeds = dict.fromkeys(sorted(input_names), examples)
-        outputs = await core.batcher.submit(servable, feeds, output_names, deadline=deadline)
-        response = inference_pb2.MultiInferenceResponse()
-        for task, signature in zip(request.tasks, signatures, strict=True):
-            result = response.results.add()
-            if task.method_name == CLASSIFY_METHOD:
-                result.classification_result.CopyFrom(
-                    postprocess_classification(signature, len(examples), output_names, outputs)
-                )
-            else:
-                result.regression_result.CopyFrom(
-                    postprocess_regression(signature, len(examples), output_names, outputs)
-                )
-            make_model_spec(
-                result.model_spec, task.model_spec.name, task.model_spec.signature_name, servable.version
-            )
-        return response
-    finally:
-        servable.release()
+    """`RunMultiInferenceWithServerCore`: the first task's ModelSpec picks the servable."""
+    with lease(core, target_of(first_model_spec(request))) as servable:
+        prepared = prepare_multi_inference(servable, request, core.signature_method_name_check)
+        _record_examples(core, servable.name, prepared.num_examples)
+        outputs = await run(core, servable, prepared.task, deadline=deadline)
+        return finish_multi_inference(prepared, request, servable.version, outputs)
+
+
+# --- without the batcher: warmup ----------------------------------------------------------------------------
+
+
+def run_examples_now(
+    servable: Servable, signature_name: str, model_input: input_pb2.Input, method: ExampleMethod, check: bool
+) -> ExampleResult:
+    """Classify or Regress on a version that is not serving yet (warmup): the same steps, run in place."""
+    prepared = prepare_examples(servable, signature_name, model_input, method, check)
+    return finish_examples(prepared, run_now(servable, prepared.task))
+
+
+def multi_inference_now(
+    servable: Servable, request: inference_pb2.MultiInferenceRequest, check: bool
+) -> inference_pb2.MultiInferenceResponse:
+    prepared = prepare_multi_inference(servable, request, check)
+    return finish_multi_inference(prepared, request, servable.version, run_now(servable, prepared.task))

@@ -20,7 +20,8 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 import svc
 from svc.errors import Code, ServingError, invalid_argument
-from svc.inference import predict as api
+from svc.inference.core import DEFAULT_SIGNATURE, Core, Target, lease
+from svc.inference.predict import predict_signature, run_predict
 from svc.lifecycle.state_monitor import Table
 from svc.lifecycle.states import State
 from svc.wire import tensor_proto, v2_tensor
@@ -45,24 +46,24 @@ class ModelRepository(Protocol):
         ...
 
 
-def target_of(name: str, version: str) -> api.Target:
+def target_of(name: str, version: str) -> Target:
     """A V2 model name and version: "" is the latest version, digits a version number, else a label."""
     if not name:
         raise invalid_argument("model name is missing")
     if not version:
-        return api.Target(name)
+        return Target(name)
     if version.isdigit() and version.isascii():
         number = int(version)
         if number > _INT64_MAX:
             raise invalid_argument(f"Failed to convert version: {version} to numeric.")
-        return api.Target(name, version=number)
-    return api.Target(name, label=version)
+        return Target(name, version=number)
+    return Target(name, label=version)
 
 
 # -- health and metadata ---------------------------------------------------------------------------------
 
 
-def model_ready(core: api.Core, name: str, version: str) -> bool:
+def model_ready(core: Core, name: str, version: str) -> bool:
     try:
         core.serving_map.current.resolve(*_lookup(target_of(name, version)))
     except ServingError:
@@ -70,7 +71,7 @@ def model_ready(core: api.Core, name: str, version: str) -> bool:
     return True
 
 
-def _lookup(target: api.Target) -> tuple[str, int | None, str | None]:
+def _lookup(target: Target) -> tuple[str, int | None, str | None]:
     return target.name, target.version, target.label
 
 
@@ -107,14 +108,14 @@ def _tensors(infos: Mapping[str, meta_graph_pb2.TensorInfo]) -> tuple[TensorMeta
     return tuple(out)
 
 
-def model_metadata(core: api.Core, name: str, version: str) -> ModelMetadata:
+def model_metadata(core: Core, name: str, version: str) -> ModelMetadata:
     """The model's versions being served and its default signature's inputs and outputs (unknown dims -1;
     none when the model has no `serving_default` signature)."""
     target = target_of(name, version)
     servable = core.serving_map.current.resolve(*_lookup(target))
     entry = core.serving_map.current.models[servable.name]
     versions = tuple(str(v) for v in sorted(entry.versions))
-    signature = servable.signatures.get(api.DEFAULT_SIGNATURE)
+    signature = servable.signatures.get(DEFAULT_SIGNATURE)
     if signature is None:  # e.g. saved_model_counter: infer names a signature with `signature_name`
         return ModelMetadata(servable.name, versions, PLATFORM, (), ())
     return ModelMetadata(servable.name, versions, PLATFORM, _tensors(signature.inputs), _tensors(signature.outputs))
@@ -173,26 +174,23 @@ def _output_names(request: InferRequest, signature: meta_graph_pb2.SignatureDef)
     return names
 
 
-async def infer(core: api.Core, request: InferRequest, *, deadline: float | None = None) -> InferResponse:
+async def infer(core: Core, request: InferRequest, *, deadline: float | None = None) -> InferResponse:
     """ModelInfer / POST .../infer: one Predict through the shared path."""
     for key in _SEQUENCE_PARAMETERS:
         if request.parameters.get(key):
             raise invalid_argument(f"parameter {key}: sequence batching is not supported")
     signature_name = _signature_name(request.parameters)
     deadline = _deadline(request.parameters, deadline)
-    servable = api.acquire(core, target_of(request.model_name, request.model_version))
-    try:
-        signature = api.predict_signature(servable, signature_name)
+    with lease(core, target_of(request.model_name, request.model_version)) as servable:
+        signature = predict_signature(servable, signature_name)
         inputs = check_inputs(request, signature, request.model_name)
         output_filter = _output_names(request, signature)
-        result = await api.run_predict(core, servable, signature_name, inputs, output_filter, deadline=deadline)
-    finally:
-        servable.release()
+        result = await run_predict(core, servable, signature_name, inputs, output_filter, deadline=deadline)
     outputs = []
     for alias, array in result.outputs.items():
         datatype = v2_tensor.datatype_of(tensor_proto.data_type_of(array), alias)
         outputs.append(InferOutput(alias, datatype, array))
-    return InferResponse(request.model_name, str(result.servable.version), request.id, tuple(outputs))
+    return InferResponse(request.model_name, str(result.version), request.id, tuple(outputs))
 
 
 # -- repository extension --------------------------------------------------------------------------------
@@ -238,7 +236,7 @@ def repository_index(
     return entries
 
 
-async def index(core: api.Core, repository: ModelRepository | None, ready_only: bool) -> list[IndexEntry]:
+async def index(core: Core, repository: ModelRepository | None, ready_only: bool) -> list[IndexEntry]:
     names, unloaded = await _repository(repository).repository_models()
     return repository_index(names, unloaded, core.monitor.snapshot(), ready_only)
 

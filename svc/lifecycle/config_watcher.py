@@ -23,18 +23,19 @@ unload (logged too), so the model loads normally if a later config adds it again
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from typing import Any
 
 import anyio
 from anyio.abc import ObjectSendStream
 
+from svc.config_files import ModelServerConfig as Config
+from svc.config_files import validate_model_server_config
 from svc.errors import Code, ServingError, failed_precondition, invalid_argument, not_found
-from svc.lifecycle.messages import ModelConfigs, ModelSource, VersionPolicy
+from svc.lifecycle.messages import All, Latest, ModelConfigs, ModelSource, Specific, VersionPolicy
 from svc.lifecycle.serving_map import ServingMap, ServingMapHolder
 from svc.lifecycle.state_monitor import ModelsSettled, StateMonitor, Table
 from svc.lifecycle.states import State
 from svc.logging import get_logger
-from svc.options import ModelServerConfig as Config
-from svc.options import validate_model_server_config
 
 log = get_logger(actor="config_watcher")
 
@@ -46,13 +47,13 @@ def model_sources(config: Config) -> ModelConfigs:
         policy = model.model_version_policy
         match policy.WhichOneof("policy_choice"):
             case "all":
-                version_policy = VersionPolicy("all")
+                version_policy: VersionPolicy = All()
             case "specific":
-                version_policy = VersionPolicy("specific", versions=tuple(policy.specific.versions))
+                version_policy = Specific(tuple(policy.specific.versions))
             case "latest":
-                version_policy = VersionPolicy("latest", num_versions=max(policy.latest.num_versions, 1))
+                version_policy = Latest(max(policy.latest.num_versions, 1))
             case _:
-                version_policy = VersionPolicy()
+                version_policy = Latest()
         labels = tuple(sorted(model.version_labels.items()))
         models.append(ModelSource(model.name, model.base_path, version_policy, labels))
     return ModelConfigs(tuple(models))
@@ -102,7 +103,7 @@ class ConfigWatcher:
         read_file: Callable[[], Config] | None = None,
         poll_wait_seconds: float = 0,
         allow_labels_for_unavailable: bool = False,
-        serving_map: ServingMapHolder | None = None,
+        serving_map: ServingMapHolder[Any] | None = None,
     ) -> None:
         self._out = out
         self.current = initial
@@ -246,7 +247,7 @@ class ConfigWatcher:
             m.name: dict(m.version_labels) for m in config.model_config_list.config if m.name not in self.unloaded
         }
 
-        def in_force(current: ServingMap) -> bool:
+        def in_force(current: ServingMap[Any]) -> bool:
             for name, labels in wanted.items():
                 entry = current.models.get(name)
                 if dict(entry.labels if entry is not None else {}) != labels:

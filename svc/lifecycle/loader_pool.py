@@ -3,7 +3,10 @@
 Mirrors TF Serving's `core/loader_harness.cc` (load with retries, `util/retrier.cc`) and the manager's load /
 unload executors (`--num_load_threads`, `--num_unload_threads`; 0 means one at a time, as TF Serving's
 serial mode). Loading never runs on the event loop. Every load ends in a `VersionLoaded` or `LoadFailed`
-reply and every unload in a `VersionUnloaded`, so the manager never waits on a thread.
+reply and every unload in a `VersionUnloaded`, so the manager never waits on a thread. An unload first waits
+until no request holds a lease on the version (TF Serving's manager waits for the servable's handles). What a
+load and an unload do is the `Loader`'s business (`svc.servables.loader.SavedModelLoader`): here the loaded
+servable is opaque.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, assert_never
+from typing import Generic, Protocol, TypeVar, assert_never, cast
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
@@ -29,13 +32,24 @@ from svc.lifecycle.messages import (
     VersionUnloaded,
 )
 from svc.logging import get_logger
-from svc.servables.saved_model import Servable
 
 log = get_logger(actor="loader_pool")
 
+S = TypeVar("S")
 
-class Loader(Protocol):
-    def __call__(self, id: ServableId, path: str) -> Servable: ...
+
+class Loader(Protocol[S]):
+    """Loads and unloads one version; both block (they run in the pool's threads)."""
+
+    def load(self, id: ServableId, path: str) -> S: ...
+
+    def unload(self, id: ServableId, servable: S) -> None: ...
+
+
+class Leases(Protocol):
+    """The serving map's leases: an unload waits until no request holds the version."""
+
+    async def wait_released(self, id: ServableId) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,28 +58,28 @@ class RetryPolicy:
     interval_seconds: float = 60.0
 
 
-class LoaderPool:
+class LoaderPool(Generic[S]):
     def __init__(
         self,
         inbox: ObjectReceiveStream[LoaderInbox],
         replies: ObjectSendStream[ManagerInbox],
-        loader: Loader,
+        loader: Loader[S],
         is_aspired: Callable[[ServableId], bool],
+        leases: Leases,
         *,
         num_load_threads: int = 0,
         num_unload_threads: int = 0,
         retry: RetryPolicy | None = None,
-        on_unloaded: Callable[[ServableId, Servable], None] | None = None,
         on_unload_duration: Callable[[ServableId, float], None] | None = None,
     ) -> None:
         self._inbox = inbox
         self._replies = replies
         self._loader = loader
         self._is_aspired = is_aspired
+        self._leases = leases
         self._load_limiter = anyio.CapacityLimiter(max(num_load_threads, 1))
         self._unload_limiter = anyio.CapacityLimiter(max(num_unload_threads, 1))
         self._retry = retry or RetryPolicy()
-        self._on_unloaded = on_unloaded
         self._on_unload_duration = on_unload_duration
         self.loads_in_progress = 0
 
@@ -117,10 +131,10 @@ class LoaderPool:
         finally:
             self.loads_in_progress -= 1
 
-    def _attempt(self, command: LoadVersion, attempt: int) -> Servable | ServingError:
+    def _attempt(self, command: LoadVersion, attempt: int) -> S | ServingError:
         """One load attempt (in a loader thread): the servable, or the error it failed with, logged once."""
         try:
-            return self._loader(command.id, command.path)
+            return self._loader.load(command.id, command.path)
         except ServingError as exc:
             log.warning("servable_load_attempt_failed", model=command.id.name, version=command.id.version,
                         attempt=attempt, error=exc.message)
@@ -134,7 +148,7 @@ class LoaderPool:
 
     async def _unload(self, command: UnloadVersion) -> None:
         started = time.perf_counter()
-        await command.servable.wait_idle()
+        await self._leases.wait_released(command.id)
         await anyio.to_thread.run_sync(self._close, command, limiter=self._unload_limiter)
         if self._on_unload_duration is not None:
             self._on_unload_duration(command.id, time.perf_counter() - started)
@@ -142,11 +156,9 @@ class LoaderPool:
 
     def _close(self, command: UnloadVersion) -> None:
         try:
-            command.servable.close()
+            self._loader.unload(command.id, cast(S, command.servable))
         except Exception:  # a session that fails to close is still gone: the unload completes (issue 10)
             log.exception("servable_unload_failed", model=command.id.name, version=command.id.version)
-        if self._on_unloaded is not None:
-            self._on_unloaded(command.id, command.servable)
         # A TF graph is full of reference cycles: collect it now rather than whenever the next full
         # collection happens. Cheap because the supervisor froze everything that existed before the loads.
         gc.collect()

@@ -8,13 +8,9 @@ one model, and a version left out of it is to be unloaded.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from svc.errors import Code
 from svc.lifecycle.states import State
-
-if TYPE_CHECKING:
-    from svc.servables.saved_model import Servable
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +23,25 @@ class ServableId:
 
 
 @dataclass(frozen=True, slots=True)
-class VersionPolicy:
-    """`ServableVersionPolicy`: kind is "latest", "all" or "specific"."""
+class Latest:
+    """`ServableVersionPolicy.Latest`: the highest `num_versions` versions."""
 
-    kind: str = "latest"
     num_versions: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class All:
+    """`ServableVersionPolicy.All`: every version."""
+
+
+@dataclass(frozen=True, slots=True)
+class Specific:
+    """`ServableVersionPolicy.Specific`: exactly these versions, where they exist."""
+
     versions: tuple[int, ...] = ()
+
+
+VersionPolicy = Latest | All | Specific
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +50,7 @@ class ModelSource:
 
     name: str
     base_path: str
-    policy: VersionPolicy = field(default_factory=VersionPolicy)
+    policy: VersionPolicy = field(default_factory=Latest)
     labels: tuple[tuple[str, int], ...] = ()
 
 
@@ -91,16 +100,16 @@ class LoadVersion:
 
 @dataclass(frozen=True, slots=True)
 class UnloadVersion:
-    """VersionManager -> LoaderPool: close a servable nothing refers to any more."""
+    """VersionManager -> LoaderPool: unload a version that has left the serving map (once no lease holds it)."""
 
     id: ServableId
-    servable: Servable
+    servable: object  # what the loader produced; opaque to the lifecycle
 
 
 @dataclass(frozen=True, slots=True)
 class VersionLoaded:
     id: ServableId
-    servable: Servable
+    servable: object
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,15 +8,20 @@ action that may run now, so independent loads proceed in parallel.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import assert_never
 
-from svc.lifecycle.messages import AspiredVersion, VersionPolicy
+from svc.lifecycle.messages import All, AspiredVersion, Latest, Specific, VersionPolicy
 from svc.lifecycle.states import Harness
 
-AVAILABILITY_PRESERVING = "availability_preserving"
-RESOURCE_PRESERVING = "resource_preserving"
-TRANSITIONS = (AVAILABILITY_PRESERVING, RESOURCE_PRESERVING)
+
+class Transition(enum.Enum):
+    """`--aspired_version_policy`: in which order a model's versions load and unload."""
+
+    AVAILABILITY_PRESERVING = "availability_preserving"  # load the new version, then unload the old one
+    RESOURCE_PRESERVING = "resource_preserving"  # unload the old version, then load the new one
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,19 +33,18 @@ class Selection:
 def select_versions(listing: Mapping[int, str], policy: VersionPolicy) -> Selection:
     """The versions a model's policy aspires to, given the numeric children of its base path (highest first)."""
     available = sorted(listing, reverse=True)
-    match policy.kind:
-        case "latest":
-            chosen = available[: max(policy.num_versions, 1)]
-            missing: tuple[int, ...] = ()
-        case "all":
+    missing: tuple[int, ...] = ()
+    match policy:
+        case Latest(num_versions=n):
+            chosen = available[: max(n, 1)]
+        case All():
             chosen = available
-            missing = ()
-        case "specific":
-            wanted = set(policy.versions)
+        case Specific(versions=versions):
+            wanted = set(versions)
             chosen = [v for v in available if v in wanted]
             missing = tuple(sorted(wanted - set(available)))
         case _:
-            raise ValueError(f"unknown version policy {policy.kind!r}")
+            assert_never(policy)
     return Selection(tuple(AspiredVersion(v, listing[v]) for v in chosen), missing)
 
 
@@ -64,7 +68,7 @@ class Forget:
 Action = Load | Unload | Forget
 
 
-def next_actions(harness: Mapping[int, Harness], aspired: frozenset[int], transition: str) -> list[Action]:
+def next_actions(harness: Mapping[int, Harness], aspired: frozenset[int], transition: Transition) -> list[Action]:
     """Every action that may start now for one model, unloads first.
 
     `harness` holds every version the manager tracks for the model, `aspired` the latest aspired set.
@@ -74,21 +78,22 @@ def next_actions(harness: Mapping[int, Harness], aspired: frozenset[int], transi
     ]
     ready_unaspired = sorted(v for v, s in harness.items() if s is Harness.READY and v not in aspired)
     new_aspired = sorted((v for v, s in harness.items() if s is Harness.NEW and v in aspired), reverse=True)
-    if transition == RESOURCE_PRESERVING:
-        actions += [Unload(v) for v in ready_unaspired]
-        busy_unaspired = any(
-            not s.is_final and s is not Harness.NEW for v, s in harness.items() if v not in aspired
-        )
-        if not busy_unaspired:
+    match transition:
+        case Transition.RESOURCE_PRESERVING:
+            actions += [Unload(v) for v in ready_unaspired]
+            busy_unaspired = any(
+                not s.is_final and s is not Harness.NEW for v, s in harness.items() if v not in aspired
+            )
+            if not busy_unaspired:
+                actions += [Load(v) for v in new_aspired]
+        case Transition.AVAILABILITY_PRESERVING:
+            aspired_states = [s for v, s in harness.items() if v in aspired]
+            if not aspired or Harness.READY in aspired_states:
+                actions += [Unload(v) for v in ready_unaspired]
+            elif aspired_states and all(s.is_final for s in aspired_states):
+                # Every replacement failed: keep the newest old version serving, let the others go.
+                actions += [Unload(v) for v in ready_unaspired[:-1]]
             actions += [Load(v) for v in new_aspired]
-        return actions
-    if transition != AVAILABILITY_PRESERVING:
-        raise ValueError(f"unknown transition policy {transition!r}")
-    aspired_states = [s for v, s in harness.items() if v in aspired]
-    if not aspired or Harness.READY in aspired_states:
-        actions += [Unload(v) for v in ready_unaspired]
-    elif aspired_states and all(s.is_final for s in aspired_states):
-        # Every replacement failed: keep the newest old version serving, let the others go.
-        actions += [Unload(v) for v in ready_unaspired[:-1]]
-    actions += [Load(v) for v in new_aspired]
+        case _:
+            assert_never(transition)
     return actions

@@ -4,12 +4,16 @@ Mirrors TF Serving's `core/aspired_versions_manager.cc` with its harness table (
 Each message updates the table, asks the pure policy (`svc.lifecycle.policy.next_actions`) what may run now, sends
 commands to the LoaderPool, swaps a new ServingMap in, and publishes public states to the StateMonitor in
 TF Serving's order: AVAILABLE after the map holds the version, UNLOADING before it leaves the map.
+
+Streams: the inbox and the LoaderPool's are unbounded (they form the manager <-> loader cycle, and a manager
+step never waits on the loader); the StateMonitor's is bounded: the decision step returns the state changes
+and the actor loop sends them, waiting when the monitor is behind.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import assert_never
+from typing import Generic, TypeVar, assert_never, cast
 
 from anyio.abc import ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
@@ -29,20 +33,21 @@ from svc.lifecycle.messages import (
     VersionLoaded,
     VersionUnloaded,
 )
-from svc.lifecycle.policy import AVAILABILITY_PRESERVING, Forget, Load, Unload, next_actions
+from svc.lifecycle.policy import Forget, Load, Transition, Unload, next_actions
 from svc.lifecycle.serving_map import ModelEntry, ServingMapHolder
 from svc.lifecycle.states import PUBLIC_STATE, Harness, check_transition
 from svc.logging import get_logger
-from svc.servables.saved_model import Servable
 
 log = get_logger(actor="version_manager")
+
+S = TypeVar("S")
 
 
 @dataclass(slots=True)
 class Tracked:
     state: Harness
     path: str
-    servable: Servable | None = None
+    servable: object | None = None
 
 
 @dataclass(slots=True)
@@ -53,18 +58,21 @@ class ModelState:
     paths: dict[int, str] = field(default_factory=dict)  # where each aspired version lives now
 
 
-class VersionManager:
+class VersionManager(Generic[S]):
+    """`S`: what the loader produces (opaque here; the serving map hands it to requests)."""
+
     def __init__(
         self,
         inbox: ObjectReceiveStream[ManagerInbox],
         loader: MemoryObjectSendStream[LoaderInbox],
         monitor: MemoryObjectSendStream[ServableStateChanged],
-        serving_map: ServingMapHolder,
-        transition: str = AVAILABILITY_PRESERVING,
+        serving_map: ServingMapHolder[S],
+        transition: Transition = Transition.AVAILABILITY_PRESERVING,
     ) -> None:
         self._inbox = inbox
         self._loader = loader
         self._monitor = monitor
+        self._outbox: list[ServableStateChanged] = []
         self._map = serving_map
         self._transition = transition
         self._models: dict[str, ModelState] = {}
@@ -82,10 +90,21 @@ class VersionManager:
     async def run(self) -> None:
         async with self._inbox, self._loader, self._monitor:
             async for message in self._inbox:
-                self.handle(message)
+                for event in self.handle(message):
+                    await self._monitor.send(event)
 
-    def handle(self, message: ManagerInbox) -> None:
-        """The decision step: callable without an event loop (all sends are non-blocking)."""
+    def models(self) -> list[str]:
+        """The models the manager tracks (aspired, labelled, or with versions not yet final)."""
+        return list(self._models)
+
+    def handle(self, message: ManagerInbox) -> list[ServableStateChanged]:
+        """The decision step: callable without an event loop (loader commands are sent without waiting);
+        returns the state changes to publish, in order."""
+        self._decide(message)
+        events, self._outbox = self._outbox, []
+        return events
+
+    def _decide(self, message: ManagerInbox) -> None:
         match message:
             case AspiredVersions(name=name, versions=versions):
                 self._on_aspired(name, {v.version: v.path for v in versions})
@@ -154,7 +173,6 @@ class VersionManager:
                 case Unload():
                     tracked = self._set(id, Harness.UNLOADING)
                     assert tracked.servable is not None
-                    tracked.servable.closing = True
                     self._publish(id, Harness.UNLOADING)
                     map_changed = True
                     self._loader.send_nowait(UnloadVersion(id, tracked.servable))
@@ -172,13 +190,13 @@ class VersionManager:
         return tracked
 
     def _publish(self, id: ServableId, state: Harness, code: Code = Code.OK, message: str = "") -> None:
-        self._monitor.send_nowait(ServableStateChanged(id, PUBLIC_STATE[state], code, message))
+        self._outbox.append(ServableStateChanged(id, PUBLIC_STATE[state], code, message))
 
     def _publish_map(self) -> None:
-        entries: dict[str, ModelEntry] = {}
+        entries: dict[str, ModelEntry[S]] = {}
         for name, model in self._models.items():
             versions = {
-                v: t.servable
+                v: cast(S, t.servable)  # what this manager's loader pool loaded
                 for v, t in model.versions.items()
                 if t.state is Harness.READY and t.servable is not None
             }

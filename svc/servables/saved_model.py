@@ -14,21 +14,19 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
 import numpy as np
-import numpy.typing as npt
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from svc.errors import Code, PermanentError, ServingError
 from svc.servables.custom_ops import explain_load_error
-
-Array = npt.NDArray[Any]
+from svc.types import Array
 
 _SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
 
 class Servable:
-    """A loaded version. `acquire`/`release` count requests holding it; it closes only when none do."""
+    """A loaded version: its signatures and `run`. Requests hold it through the serving map's leases
+    (`svc.lifecycle.serving_map.ServableHandle`); the loader pool closes it once none does."""
 
     def __init__(
         self, name: str, version: int, path: str, session: Any, meta_graph: meta_graph_pb2.MetaGraphDef
@@ -42,29 +40,6 @@ class Servable:
         self._callables: dict[tuple[tuple[str, ...], tuple[str, ...], int], Any] = {}
         self._callables_lock = threading.Lock()
         self.batching_policy: Any = None  # the version's own (batching_params.pbtxt), else the server's
-        self.inflight = 0
-        self.closing = False
-        self._idle: anyio.Event | None = None
-
-    # -- request accounting (event loop only) --------------------------------------------------------
-    def acquire(self) -> bool:
-        """Take a reference for one request; False when the servable is being unloaded."""
-        if self.closing:
-            return False
-        self.inflight += 1
-        return True
-
-    def release(self) -> None:
-        self.inflight -= 1
-        if self.inflight == 0 and self._idle is not None:
-            self._idle.set()
-
-    async def wait_idle(self) -> None:
-        """Mark the servable closing and wait until no request holds it."""
-        self.closing = True
-        if self.inflight:
-            self._idle = anyio.Event()
-            await self._idle.wait()
 
     # -- blocking work (threads only) -----------------------------------------------------------------
     def run(

@@ -1,25 +1,20 @@
-"""Model warmup: replay `assets.extra/tf_serving_warmup_requests` against a freshly loaded version before it
-becomes AVAILABLE, so its first real request does not pay for graph initialisation.
+"""Model warmup records: reading `assets.extra/tf_serving_warmup_requests` of a version, and writing such files.
 
-Mirrors TF Serving's `servables/tensorflow/saved_model_warmup.cc` and `saved_model_warmup_util.cc`: the file
-is a TFRecord of `PredictionLog`s, at most 1000 records, each replayed `--num_request_iterations_for_warmup`
-times (default once) directly against the loaded session; predict, classify, regress and multi_inference
-logs are supported, anything else is UNIMPLEMENTED, and any error fails the load. Also the project's own
-TFRecord writer, for building warmup files. Blocking: runs in the loader's thread.
+Mirrors the reading half of TF Serving's `servables/tensorflow/saved_model_warmup_util.cc`: the file is a
+TFRecord of `PredictionLog`s, at most 1000 records, with TF Serving's errors. The replay, through the same
+prepare and finish steps as requests, is `svc/inference/warmup.py`. Also the project's own TFRecord writer,
+for building warmup files. Blocking: runs in the loader's thread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import prediction_log_pb2
 
 from svc.errors import Code, ServingError, invalid_argument
-from svc.inference import predict as api
-from svc.servables.saved_model import Servable
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_RECORDS = 1000
@@ -69,60 +64,3 @@ def load_logs(path: Path) -> list[prediction_log_pb2.PredictionLog]:
             raise invalid_argument(f"Failed to parse warmup record: {record!r} from {path}") from exc
         logs.append(log)
     return logs
-
-
-def replay(servable: Servable, log: prediction_log_pb2.PredictionLog, method_name_check: bool = False) -> None:
-    """Run one logged request against `servable` directly (its model_spec name and version do not route)."""
-    from svc.inference import classify_regress as inference
-
-    match log.WhichOneof("log_type"):
-        case "predict_log":
-            request = log.predict_log.request
-            signature = api.predict_signature(servable, request.model_spec.signature_name)
-            feeds = api.feeds_for(signature, request.inputs, api.MAX_TENSOR_ELEMENTS)
-            aliases = api.outputs_for(signature, request.output_filter)
-            servable.run(feeds, [signature.outputs[a].name for a in aliases])
-        case "classify_log":
-            spec, model_input = log.classify_log.request.model_spec, log.classify_log.request.input
-            _run_examples(servable, spec.signature_name, model_input, inference.CLASSIFY_METHOD, method_name_check)
-        case "regress_log":
-            spec, model_input = log.regress_log.request.model_spec, log.regress_log.request.input
-            _run_examples(servable, spec.signature_name, model_input, inference.REGRESS_METHOD, method_name_check)
-        case "multi_inference_log":
-            request = log.multi_inference_log.request
-            for task in request.tasks:
-                if task.method_name not in (inference.CLASSIFY_METHOD, inference.REGRESS_METHOD):
-                    raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}")
-                _run_examples(servable, task.model_spec.signature_name, request.input, task.method_name,
-                              method_name_check)
-        case None:
-            return
-        case other:
-            number = prediction_log_pb2.PredictionLog.DESCRIPTOR.fields_by_name[other].number
-            raise ServingError(Code.UNIMPLEMENTED, f"Unsupported log_type for warmup: {number}")
-
-
-def _run_examples(servable: Servable, signature_name: str, model_input: Any, method: str, check: bool) -> None:
-    """Classify or Regress (by `method`) on the version itself, as TF Serving's warmup does."""
-    from svc.inference import classify_regress as inference
-
-    preprocess, postprocess = inference.EXAMPLE_METHODS[method]
-    signature = inference.find_signature(servable, signature_name, method, check)
-    input_name, output_names = preprocess(signature, check)
-    examples = inference.serialized_examples(model_input)
-    outputs = servable.run({input_name: examples}, output_names)
-    postprocess(signature, len(examples), output_names, outputs)
-
-
-def warm_up(servable: Servable, local_dir: str, iterations: int = 0, method_name_check: bool = False) -> int:
-    """Replay the version's warmup file, if it has one; returns the number of requests run."""
-    path = Path(local_dir) / WARMUP_FILE
-    if not path.is_file():
-        return 0
-    logs = load_logs(path)
-    repeat = iterations if iterations > 0 else 1
-    runnable = [log for log in logs if log.WhichOneof("log_type") is not None]  # no log_type: skipped
-    for log in runnable:
-        for _ in range(repeat):
-            replay(servable, log, method_name_check)
-    return len(runnable) * repeat

@@ -36,8 +36,9 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import assert_never
 
-from svc.lifecycle.messages import VersionPolicy
+from svc.lifecycle.messages import All, Latest, Specific, VersionPolicy
 from svc.lifecycle.policy import Selection, select_versions
 
 _SHARD = re.compile(r"variables/variables\.data-(\d{5})-of-(\d{5})")
@@ -146,9 +147,9 @@ class Publication:
         """The unpublished versions the policy could pick, best first. Lazy: for `latest`, iteration stops once
         enough versions are published, so feed each one to `observe_files` before asking for the next."""
         listed = sorted(self.listing, reverse=True)
-        match policy.kind:
-            case "latest":
-                needed, found = max(policy.num_versions, 1), 0
+        match policy:
+            case Latest(num_versions=n):
+                needed, found = max(n, 1), 0
                 for version in listed:
                     if found >= needed:
                         return
@@ -156,13 +157,13 @@ class Publication:
                         yield version
                     if version in self.published:
                         found += 1
-            case "all":
+            case All():
                 yield from (v for v in listed if v not in self.published)
-            case "specific":
-                wanted = set(policy.versions)
+            case Specific(versions=versions):
+                wanted = set(versions)
                 yield from (v for v in listed if v in wanted and v not in self.published)
             case _:
-                raise ValueError(f"unknown version policy {policy.kind!r}")
+                assert_never(policy)
 
     def observe_files(self, version: int, files: Mapping[str, int]) -> Inspection:
         """Record one listing of an unpublished version's files; publishes it when the rules allow."""

@@ -28,11 +28,11 @@ from typing import Any, Protocol
 
 from svc.logging import get_logger
 from svc.sources.publication import KERAS_SUFFIXES, keras_files
+from svc.types import INT64_MAX
 
 log = get_logger(actor="storage")
 
 _NUMERIC = re.compile(r"\+?[0-9]+")
-_INT64_MAX = 2**63 - 1
 _MAX_DEPTH = 32  # symlink loops inside a version directory end here instead of forever
 
 Files = Mapping[str, int]
@@ -72,7 +72,7 @@ def parse_version(name: str) -> int | None:
     if not _NUMERIC.fullmatch(name):
         return None
     value = int(name)
-    return value if value <= _INT64_MAX else None
+    return value if value <= INT64_MAX else None
 
 
 def versions_from(children: Iterable[tuple[str, str]]) -> Listing:

@@ -20,6 +20,7 @@ from tensorflow_serving.apis import (
 )
 
 from svc.errors import internal, invalid_argument
+from svc.types import INT64_MAX, Json
 from svc.wire.json_tensor import (
     decode_base64_object,
     is_base64_object,
@@ -28,7 +29,6 @@ from svc.wire.json_tensor import (
     write_decimal,
 )
 from svc.wire.rapidjson_compat import (
-    Json,
     as_double,
     encode,
     format_error_status,
@@ -102,7 +102,7 @@ def _feature_values(name: str, items: list[Json]) -> tuple[str | None, list[Any]
             )
         if isinstance(item, str | dict):
             wanted = "bytes_list"
-        elif isinstance(item, bool) or (isinstance(item, int) and -(2**63) <= item < 2**64):
+        elif isinstance(item, bool) or (isinstance(item, int) and -INT64_MAX - 1 <= item < 2**64):
             wanted = "int64_list"
         else:  # a float, or an integer beyond uint64 that rapidjson holds as a double
             wanted = "float_list"
@@ -116,7 +116,7 @@ def _feature_values(name: str, items: list[Json]) -> tuple[str | None, list[Any]
         elif isinstance(item, str):
             values.append(utf8(item))
         elif wanted == "int64_list":
-            if item >= 2**63:
+            if item > INT64_MAX:
                 raise invalid_argument(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
             values.append(int(item))
         else:

@@ -25,16 +25,15 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, TypeAlias, assert_never, cast
+from typing import Any, assert_never, cast
 
 import numpy as np
-import numpy.typing as npt
 from tensorflow.core.framework import types_pb2
 
 from svc.errors import ServingError, invalid_argument, unimplemented
+from svc.types import INT64_MAX, MAX_ELEMENTS, NUMPY_DTYPES, Array, Json
 from svc.wire import json_fast, json_fast_parse
 from svc.wire.rapidjson_compat import (
-    Json,
     as_double,
     debug_string,
     encode,
@@ -56,10 +55,7 @@ __all__ = [
     "write_decimal",
 ]
 
-Array: TypeAlias = npt.NDArray[Any]
-
 MAX_RANK = 64  # numpy's limit on dimensions
-MAX_ELEMENTS = 1 << 28  # per JSON tensor value; far beyond any request body the server accepts
 
 
 class Format(enum.Enum):
@@ -76,23 +72,15 @@ class PredictJson:
 
 # --- data types ----------------------------------------------------------------------------------------
 
-_NUMPY: dict[int, type[np.generic]] = {
-    types_pb2.DT_FLOAT: np.float32,
-    types_pb2.DT_DOUBLE: np.float64,
-    types_pb2.DT_INT32: np.int32,
-    types_pb2.DT_INT16: np.int16,
-    types_pb2.DT_INT8: np.int8,
-    types_pb2.DT_UINT8: np.uint8,
-    types_pb2.DT_INT64: np.int64,
-    types_pb2.DT_UINT32: np.uint32,
-    types_pb2.DT_UINT64: np.uint64,
-    types_pb2.DT_BOOL: np.bool_,
-    types_pb2.DT_STRING: np.object_,
-    # Not convertible from JSON values (UNIMPLEMENTED), only as empty tensors:
-    types_pb2.DT_HALF: np.float16,
-    types_pb2.DT_UINT16: np.uint16,
-    types_pb2.DT_COMPLEX64: np.complex64,
-    types_pb2.DT_COMPLEX128: np.complex128,
+# The dtypes a JSON tensor can name (the last five only as empty tensors: UNIMPLEMENTED otherwise).
+_NUMPY = {
+    dt: NUMPY_DTYPES[dt]
+    for dt in (
+        types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_INT32, types_pb2.DT_INT16, types_pb2.DT_INT8,
+        types_pb2.DT_UINT8, types_pb2.DT_INT64, types_pb2.DT_UINT32, types_pb2.DT_UINT64, types_pb2.DT_BOOL,
+        types_pb2.DT_STRING, types_pb2.DT_HALF, types_pb2.DT_UINT16, types_pb2.DT_COMPLEX64,
+        types_pb2.DT_COMPLEX128,
+    )
 }
 _FLOATS = frozenset({types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE})
 _I32 = (-(2**31), 2**31 - 1)
@@ -103,7 +91,7 @@ _INT_RANGE: dict[int, tuple[int, int]] = {
     types_pb2.DT_INT16: _I32,
     types_pb2.DT_INT8: _I32,
     types_pb2.DT_UINT8: _I32,
-    types_pb2.DT_INT64: (-(2**63), 2**63 - 1),
+    types_pb2.DT_INT64: (-INT64_MAX - 1, INT64_MAX),
     types_pb2.DT_UINT32: (0, 2**32 - 1),
     types_pb2.DT_UINT64: (0, 2**64 - 1),
 }

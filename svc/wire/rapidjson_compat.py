@@ -19,12 +19,11 @@ import math
 import re
 import sys
 from itertools import chain
-from typing import TypeAlias
 
 from svc.errors import ServingError, invalid_argument
+from svc.types import Json
 
 __all__ = [
-    "Json",
     "as_double",
     "debug_string",
     "encode",
@@ -35,7 +34,6 @@ __all__ = [
     "utf8",
 ]
 
-Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | None"
 
 
 # --- reading JSON --------------------------------------------------------------------------------------

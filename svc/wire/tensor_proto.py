@@ -13,102 +13,21 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 import numpy.typing as npt
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-Array = npt.NDArray[Any]
+from svc.types import DTYPE_NAMES, INT64_MAX, MAX_ELEMENTS, NUMPY_DTYPES, Array
 
 
 class TensorConversionError(ValueError):
     """A TensorProto or an array that has no tensor form; the message is the reason, for humans."""
 
 
-MAX_ELEMENTS: int = 2**31 - 1
-
 _MAX_DIMS = 254  # TensorShape::MaxDimensions()
-_INT64_MAX = 2**63 - 1
 _REF_OFFSET = 100  # kDataTypeRefOffset: DT_FLOAT_REF == DT_FLOAT + 100
 
-_NAMES: dict[int, str] = {
-    types_pb2.DT_INVALID: "INVALID",
-    types_pb2.DT_FLOAT: "float",
-    types_pb2.DT_DOUBLE: "double",
-    types_pb2.DT_INT32: "int32",
-    types_pb2.DT_UINT8: "uint8",
-    types_pb2.DT_INT16: "int16",
-    types_pb2.DT_INT8: "int8",
-    types_pb2.DT_STRING: "string",
-    types_pb2.DT_COMPLEX64: "complex64",
-    types_pb2.DT_INT64: "int64",
-    types_pb2.DT_BOOL: "bool",
-    types_pb2.DT_QINT8: "qint8",
-    types_pb2.DT_QUINT8: "quint8",
-    types_pb2.DT_QINT32: "qint32",
-    types_pb2.DT_BFLOAT16: "bfloat16",
-    types_pb2.DT_QINT16: "qint16",
-    types_pb2.DT_QUINT16: "quint16",
-    types_pb2.DT_UINT16: "uint16",
-    types_pb2.DT_COMPLEX128: "complex128",
-    types_pb2.DT_HALF: "half",
-    types_pb2.DT_RESOURCE: "resource",
-    types_pb2.DT_VARIANT: "variant",
-    types_pb2.DT_UINT32: "uint32",
-    types_pb2.DT_UINT64: "uint64",
-    types_pb2.DT_FLOAT8_E5M2: "float8_e5m2",
-    types_pb2.DT_FLOAT8_E4M3FN: "float8_e4m3fn",
-    types_pb2.DT_FLOAT8_E4M3FNUZ: "float8_e4m3fnuz",
-    types_pb2.DT_FLOAT8_E4M3B11FNUZ: "float8_e4m3b11fnuz",
-    types_pb2.DT_FLOAT8_E5M2FNUZ: "float8_e5m2fnuz",
-    types_pb2.DT_INT4: "int4",
-    types_pb2.DT_UINT4: "uint4",
-    types_pb2.DT_INT2: "int2",
-    types_pb2.DT_UINT2: "uint2",
-    types_pb2.DT_FLOAT4_E2M1FN: "float4_e2m1fn",
-}
-
-
-def _quantized(name: str, base: type[np.generic]) -> np.dtype[Any]:
-    """TF's numpy stand-in for a quantized type: a one-field record (`dtypes._np_qint8` and friends)."""
-    return np.dtype([(name, base)])
-
-
-# The numpy dtype TF feeds and fetches for each DataType (`tf.as_dtype(dt).as_numpy_dtype`).
-_NUMPY: dict[int, np.dtype[Any]] = {
-    types_pb2.DT_FLOAT: np.dtype(np.float32),
-    types_pb2.DT_DOUBLE: np.dtype(np.float64),
-    types_pb2.DT_INT32: np.dtype(np.int32),
-    types_pb2.DT_UINT8: np.dtype(np.uint8),
-    types_pb2.DT_INT16: np.dtype(np.int16),
-    types_pb2.DT_INT8: np.dtype(np.int8),
-    types_pb2.DT_STRING: np.dtype(object),
-    types_pb2.DT_COMPLEX64: np.dtype(np.complex64),
-    types_pb2.DT_INT64: np.dtype(np.int64),
-    types_pb2.DT_BOOL: np.dtype(np.bool_),
-    types_pb2.DT_QINT8: _quantized("qint8", np.int8),
-    types_pb2.DT_QUINT8: _quantized("quint8", np.uint8),
-    types_pb2.DT_QINT32: _quantized("qint32", np.int32),
-    types_pb2.DT_BFLOAT16: np.dtype(ml_dtypes.bfloat16),
-    types_pb2.DT_QINT16: _quantized("qint16", np.int16),
-    types_pb2.DT_QUINT16: _quantized("quint16", np.uint16),
-    types_pb2.DT_UINT16: np.dtype(np.uint16),
-    types_pb2.DT_COMPLEX128: np.dtype(np.complex128),
-    types_pb2.DT_HALF: np.dtype(np.float16),
-    types_pb2.DT_UINT32: np.dtype(np.uint32),
-    types_pb2.DT_UINT64: np.dtype(np.uint64),
-    types_pb2.DT_FLOAT8_E5M2: np.dtype(ml_dtypes.float8_e5m2),
-    types_pb2.DT_FLOAT8_E4M3FN: np.dtype(ml_dtypes.float8_e4m3fn),
-    types_pb2.DT_FLOAT8_E4M3FNUZ: np.dtype(ml_dtypes.float8_e4m3fnuz),
-    types_pb2.DT_FLOAT8_E4M3B11FNUZ: np.dtype(ml_dtypes.float8_e4m3b11fnuz),
-    types_pb2.DT_FLOAT8_E5M2FNUZ: np.dtype(ml_dtypes.float8_e5m2fnuz),
-    types_pb2.DT_INT4: np.dtype(ml_dtypes.int4),
-    types_pb2.DT_UINT4: np.dtype(ml_dtypes.uint4),
-    types_pb2.DT_INT2: np.dtype(ml_dtypes.int2),
-    types_pb2.DT_UINT2: np.dtype(ml_dtypes.uint2),
-    types_pb2.DT_FLOAT4_E2M1FN: np.dtype(ml_dtypes.float4_e2m1fn),
-}
-_DATA_TYPE: dict[np.dtype[Any], int] = {v: k for k, v in _NUMPY.items() if k != types_pb2.DT_STRING}
+_DATA_TYPE: dict[np.dtype[Any], int] = {v: k for k, v in NUMPY_DTYPES.items() if k != types_pb2.DT_STRING}
 
 
 @dataclass(frozen=True)
@@ -178,13 +97,13 @@ def dtype_name(dtype: int) -> str:
 
 
 def _base_name(dtype: int) -> str:
-    return _NAMES.get(dtype, f"unknown dtype enum ({dtype})")
+    return DTYPE_NAMES.get(dtype, f"unknown dtype enum ({dtype})")
 
 
 def numpy_dtype(dtype: int) -> np.dtype[Any]:
     """The numpy dtype that feeds TF a tensor of `dtype`; DT_STRING is `object` (elements are bytes)."""
     try:
-        return _NUMPY[dtype]
+        return NUMPY_DTYPES[dtype]
     except KeyError:
         raise TensorConversionError(f"unsupported tensor dtype: {dtype_name(dtype)}") from None
 
@@ -272,7 +191,7 @@ def _shape(shape_proto: Any) -> tuple[tuple[int, ...], int]:
         if size < 0:
             raise TensorConversionError(f"tensor shape {list(dims)} has an unknown or negative dimension")
         count *= size
-        if count > _INT64_MAX:
+        if count > INT64_MAX:
             raise TensorConversionError(f"tensor shape {list(dims)} has too many elements")
     return dims, count
 

@@ -24,7 +24,6 @@ from typing import Any, cast
 
 import anyio
 from anyio.abc import TaskGroup
-from grpclib.health.service import Health
 from grpclib.server import Server as GrpcServer
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,16 +33,19 @@ from svc import options as opts
 from svc.batching.scheduler import Batcher
 from svc.errors import Code, ServingError
 from svc.frontends import tls
-from svc.frontends.grpc import Frontend, ModelService, PredictionService, RequestLimitCodec
+from svc.frontends.envelope import Envelope
+from svc.frontends.grpc import RequestLimitCodec
+from svc.frontends.grpc import services as grpc_services
 from svc.frontends.grpc_server import ChannelServer, channel_settings
-from svc.frontends.grpc_v2 import InferenceService
-from svc.frontends.request_log import RequestLog, current_request
+from svc.frontends.request_log import RequestLog
 from svc.frontends.rest import RestApi, RestOptions, json_response
 from svc.frontends.rest_v2 import V2Routes
-from svc.inference import predict as api
+from svc.inference.core import Core
+from svc.lifecycle.messages import ServableId
 from svc.lifecycle.readiness import Readiness
 from svc.logging import configure_logging, get_logger
 from svc.metrics import Metrics
+from svc.request_context import current_request
 from svc.servables.saved_model import Servable
 from svc.workers.snapshot import Mirror, RemoteServable
 from svc.workers.transport import Arena, Array, Channel, read_array, write_arrays
@@ -252,7 +254,7 @@ async def serve_frontend(channel: Channel, requests_fd: int, replies_fd: int, in
     requests = RequestLog(
         metrics, options.request_log_sample_rate, lambda name: name in mirror.serving_map.current.models
     )
-    core = api.Core(
+    core = Core(
         serving_map=mirror.serving_map,
         monitor=mirror.monitor,
         batcher=cast(Batcher, backend),
@@ -284,7 +286,7 @@ async def serve_frontend(channel: Channel, requests_fd: int, replies_fd: int, in
         os._exit(1)
 
     async def give_back(proxy: RemoteServable) -> None:
-        await proxy.wait_idle()
+        await mirror.serving_map.leases.wait_released(ServableId(proxy.name, proxy.version))
         channel.send(("released", proxy.token))
 
     async with anyio.create_task_group() as tg:
@@ -300,20 +302,17 @@ async def serve_frontend(channel: Channel, requests_fd: int, replies_fd: int, in
 
 
 async def _serve(
-    tg: TaskGroup, options: opts.Options, core: api.Core, requests: RequestLog, readiness: WorkerReadiness,
+    tg: TaskGroup, options: opts.Options, core: Core, requests: RequestLog, readiness: WorkerReadiness,
     backend: RemoteBackend, mirror: Mirror, grpc_listen: Listen, rest_listen: Listen, unix_fd: int | None,
     channel: Channel, drain: anyio.Event,
 ) -> None:
     from svc.server import _drain, _serve_rest  # the same hypercorn setup and drain as one process
 
-    grpc_front = Frontend(core, requests)
-    prediction, model_service = PredictionService(grpc_front), ModelService(grpc_front)
-    repository = RemoteRepository(backend)
-    inference = InferenceService(grpc_front, readiness, repository)  # V2; repository calls go to the owner
-    handlers: list[Any] = [prediction, model_service, inference]
-    if options.enable_grpc_healthcheck_service:
-        handlers.append(Health({prediction: [readiness.status], model_service: [readiness.status],
-                                inference: [readiness.status]}))
+    envelope = Envelope(requests)
+    repository = RemoteRepository(backend)  # V2's repository calls go to the owner
+    handlers = grpc_services(
+        core, envelope, readiness, health=options.enable_grpc_healthcheck_service, repository=repository
+    )
     channel_args = channel_settings(opts.grpc_channel_arguments(options))
     codec = RequestLimitCodec(options.max_request_bytes, channel_args)
     ssl_context = tls.server_context(opts.ssl_config(options))
@@ -337,7 +336,7 @@ async def _serve(
             max_request_bytes=options.max_request_bytes, metrics_path=metrics_path,
         )
         assert core.metrics is not None
-        rest = WorkerRestApi(backend, mirror, core, requests, readiness, core.metrics, rest_options)
+        rest = WorkerRestApi(backend, mirror, core, envelope, readiness, core.metrics, rest_options)
         rest.v2 = V2Routes(rest, readiness, repository)
         rest_sock = listening_socket("::", rest_listen)
         tg.start_soon(_serve_rest, rest, rest_sock, options, ssl_context, stop_rest, rest_done)
@@ -345,8 +344,7 @@ async def _serve(
         rest_done.set()
     channel.send(("listening",))
     await drain.wait()
-    await _drain(replace(options, drain_delay_seconds=0.0), readiness, grpc_front, servers, rest, stop_rest,
-                 rest_done)
+    await _drain(replace(options, drain_delay_seconds=0.0), readiness, envelope, servers, stop_rest, rest_done)
 
 
 async def main(control_fd: int, requests_fd: int, replies_fd: int, index: int) -> int:

@@ -18,7 +18,7 @@ import socket
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,13 @@ from tensorflow_serving.config import model_server_config_pb2
 import svc
 from svc import options as opts
 from svc.errors import Code, ServingError
-from svc.frontends.request_log import RequestRecord, current_request
-from svc.inference import predict as api
+from svc.inference.core import Core
 from svc.lifecycle.config_watcher import ConfigWatcher
 from svc.lifecycle.readiness import Readiness
-from svc.lifecycle.serving_map import ServingMapHolder
+from svc.lifecycle.serving_map import ModelEntry, ServingMapHolder
 from svc.logging import get_logger
+from svc.request_context import RequestRecord, current_request
+from svc.servables.saved_model import Servable
 from svc.workers.aggregate import merge_expositions
 from svc.workers.frontend import bind_shared
 from svc.workers.snapshot import Lease, Publisher
@@ -56,14 +57,14 @@ _PACKAGE_ROOT = str(Path(svc.__file__).resolve().parent.parent)  # where a worke
 SCRAPE_TIMEOUT = 5.0
 
 
-class PublishedServingMap(ServingMapHolder):
+class PublishedServingMap(ServingMapHolder[Servable]):
     """The serving map, telling the workers' publisher about every swap."""
 
     def __init__(self) -> None:
         super().__init__()
         self.on_change: Callable[[], None] = lambda: None
 
-    def replace(self, models: Any) -> None:
+    def replace(self, models: Mapping[str, ModelEntry[Servable]]) -> None:
         super().replace(models)
         self.on_change()
 
@@ -117,7 +118,7 @@ class Ports:
 
 class FrontendWorkers:
     def __init__(
-        self, options: opts.Options, core: api.Core, watcher: ConfigWatcher, readiness: Readiness,
+        self, options: opts.Options, core: Core, watcher: ConfigWatcher, readiness: Readiness,
         serving_map: PublishedServingMap,
     ) -> None:
         self._options = options
@@ -276,9 +277,10 @@ class FrontendWorkers:
     async def _execute(
         self, link: Link, rid: int, token: int, refs: dict[str, ArrayRef], fetches: list[str], remaining: float | None
     ) -> tuple[Any, ...]:
-        servable = link.lease.held.get(token)
-        if servable is None:
+        handle = link.lease.held.get(token)
+        if handle is None:
             return ("err", rid, int(Code.NOT_FOUND), "Servable not found for request: the version was unloaded")
+        servable = handle.servable
         record = RequestRecord("worker", "", "", 0.0, model=servable.name, version=servable.version)
         current_request.set(record)
         deadline = None if remaining is None else anyio.current_time() + remaining
@@ -447,7 +449,7 @@ async def _exit_on_second_signal(signals: AsyncIterator[int]) -> None:
 
 
 async def serve_workers(
-    tg: TaskGroup, options: opts.Options, core: api.Core, watcher: ConfigWatcher, readiness: Readiness,
+    tg: TaskGroup, options: opts.Options, core: Core, watcher: ConfigWatcher, readiness: Readiness,
     serving_map: PublishedServingMap, shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     grpc_listener: socket.socket | None = None, rest_listener: socket.socket | None = None,
 ) -> None:

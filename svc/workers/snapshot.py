@@ -2,8 +2,8 @@
 
 The owner side (`Publisher`) turns the serving map (versions, labels, SignatureDefs) and the state monitor's
 table into one message per change, and *leases* every version it publishes to a frontend: the lease is a
-request reference on the real servable (`Servable.acquire`), so the owner's unload, which waits until no
-request holds a version, also waits for every frontend that could still send a request for it. A frontend
+serving-map lease on the real servable (`ServableHandle`), so the owner's unload, which waits until no
+lease holds a version, also waits for every frontend that could still send a request for it. A frontend
 returns a lease (`released`) once a snapshot without that version is applied and no local request holds its
 proxy: a frontend never resolves a version the owner no longer holds.
 
@@ -24,7 +24,8 @@ import anyio
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from svc.errors import Code
-from svc.lifecycle.serving_map import ModelEntry, ServingMapHolder
+from svc.lifecycle.messages import ServableId
+from svc.lifecycle.serving_map import ModelEntry, ServableHandle, ServingMapHolder
 from svc.lifecycle.state_monitor import StateMonitor, VersionStatus
 from svc.lifecycle.states import State
 from svc.servables.saved_model import Servable
@@ -50,15 +51,15 @@ class ServableTokens:
 
 @dataclass
 class Lease:
-    """What one frontend may still use: token -> servable, each holding one request reference."""
+    """What one frontend may still use: token -> a lease on the servable."""
 
-    held: dict[int, Servable] = field(default_factory=dict)
+    held: dict[int, ServableHandle[Servable]] = field(default_factory=dict)
     sent_signatures: set[int] = field(default_factory=set)
 
     def release(self, token: int) -> None:
-        servable = self.held.pop(token, None)
-        if servable is not None:
-            servable.release()
+        handle = self.held.pop(token, None)
+        if handle is not None:
+            handle.release()
 
     def release_all(self) -> None:
         for token in list(self.held):
@@ -69,7 +70,7 @@ class Publisher:
     """Owner side: builds the snapshot message for one frontend, taking leases on what it names."""
 
     def __init__(
-        self, serving_map: ServingMapHolder, monitor: StateMonitor, configured: Callable[[], Sequence[str]]
+        self, serving_map: ServingMapHolder[Servable], monitor: StateMonitor, configured: Callable[[], Sequence[str]]
     ) -> None:
         self._map = serving_map
         self._monitor = monitor
@@ -84,10 +85,8 @@ class Publisher:
             versions: dict[int, int] = {}
             for version, servable in entry.versions.items():
                 token = self.tokens.token(servable)
-                if token not in lease.held:
-                    if not servable.acquire():  # unloading: it is leaving the map
-                        continue
-                    lease.held[token] = servable
+                if token not in lease.held:  # in the current map: not unloading
+                    lease.held[token] = ServableHandle(ServableId(name, version), servable, self._map.leases)
                 if token not in lease.sent_signatures:
                     signatures[token] = servable.meta_graph.SerializeToString()
                     lease.sent_signatures.add(token)
@@ -137,7 +136,7 @@ class Mirror:
     """Frontend side: the serving map and state table of the last snapshot."""
 
     def __init__(self) -> None:
-        self.serving_map = ServingMapHolder()
+        self.serving_map = ServingMapHolder[Servable]()
         self.monitor = MirrorMonitor()
         self.configured: tuple[str, ...] = ()
         self.owner_ready = False
@@ -153,7 +152,7 @@ class Mirror:
             meta_graph = meta_graph_pb2.MetaGraphDef()
             meta_graph.ParseFromString(data)
             self._signatures[token] = meta_graph
-        entries: dict[str, ModelEntry] = {}
+        entries: dict[str, ModelEntry[Servable]] = {}
         live: dict[int, RemoteServable] = {}
         for name, (versions, labels) in models.items():
             proxies: dict[int, Servable] = {}

@@ -25,7 +25,8 @@ from typing import Any
 import yaml
 
 from svc.cli import parse_command_line
-from svc.options import Options, parse_text_config
+from svc.config_files import parse_text_config
+from svc.options import Options
 from tests.e2e.server import ServerProcess
 from tests.paths import REPO
 
@@ -257,7 +258,7 @@ def documented_variables() -> set[str]:
 
 def monitoring_path() -> str:
     """The Prometheus path of the monitoring config the image ships (deploy/docker/monitoring.config)."""
-    from svc.options import MonitoringConfig
+    from svc.config_files import MonitoringConfig
 
     config = parse_text_config(copied_to("/etc/aspired/monitoring.config"), MonitoringConfig)
     assert config.prometheus_config.enable

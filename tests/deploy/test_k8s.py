@@ -15,12 +15,8 @@ import httpx
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
-from svc.options import (
-    ModelServerConfig,
-    Options,
-    parse_text_config,
-    validate_model_server_config,
-)
+from svc.config_files import ModelServerConfig, parse_text_config, validate_model_server_config
+from svc.options import Options
 from tests.deploy.helpers import (
     DEPLOY,
     KUBERNETES_VERSION,

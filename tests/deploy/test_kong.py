@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from svc.options import ModelServerConfig, parse_text_config
+from svc.config_files import ModelServerConfig, parse_text_config
 from tests.deploy.helpers import DEPLOY, kustomize, one
 
 KONG = DEPLOY / "kong" / "kong.yaml"

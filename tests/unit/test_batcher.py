@@ -29,7 +29,7 @@ from svc.batching.batch_util import (
 )
 from svc.batching.scheduler import QUEUE_FULL, QUEUE_TIMEOUT, Batcher
 from svc.errors import Code, ServingError
-from svc.servables.saved_model import Array
+from svc.types import Array
 
 X, Y, Y2 = "x:0", "y:0", "y2:0"
 
@@ -670,7 +670,7 @@ def test_concurrent_requests_get_their_own_rows(
 
 @pytest.mark.anyio
 async def test_every_batch_is_observed_and_the_request_record_gets_its_batch_size() -> None:
-    from svc.frontends.request_log import RequestRecord, current_request
+    from svc.request_context import RequestRecord, current_request
 
     seen: list[tuple[str, int, int, int]] = []
     model = FakeModel()

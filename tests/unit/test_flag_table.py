@@ -10,6 +10,7 @@ import re
 import pytest
 import structlog
 
+from svc import config_files
 from svc import options as opts
 from svc.errors import ServingError
 from svc.lifecycle.config_watcher import check_labels
@@ -118,7 +119,7 @@ def test_saved_model_tags_choose_the_meta_graph() -> None:
 
 
 def test_allow_version_labels_for_unavailable_models() -> None:
-    config = opts.ModelServerConfig()
+    config = config_files.ModelServerConfig()
     model = config.model_config_list.config.add()
     model.name, model.base_path, model.model_platform = "m", "/m", "tensorflow"
     model.version_labels["stable"] = 7  # version 7 is not available

@@ -21,6 +21,7 @@ from svc.lifecycle.messages import (
     VersionLoaded,
     VersionUnloaded,
 )
+from svc.lifecycle.serving_map import Leases, ModelEntry, ServingMapHolder
 from svc.servables.saved_model import Servable
 
 pytestmark = pytest.mark.anyio
@@ -35,8 +36,8 @@ class FakeSession:
 
 
 class FlakyLoader:
-    """Fails `failures` times, then loads; records attempts and how many ran at once. A load waits until
-    `together` loads run at once (at most 30 s: no thread start is too slow), then `seconds` more."""
+    """Fails `failures` times, then loads; records attempts, how many ran at once, and unloads. A load waits
+    until `together` loads run at once (at most 30 s: no thread start is too slow), then `seconds` more."""
 
     def __init__(self, failures: int = 0, seconds: float = 0.0, together: int = 0) -> None:
         self.failures = failures
@@ -45,10 +46,15 @@ class FlakyLoader:
         self.attempts = 0
         self.running = 0
         self.max_running = 0
+        self.unloaded: list[ServableId] = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
 
-    def __call__(self, id: ServableId, path: str) -> Servable:
+    def unload(self, id: ServableId, servable: Servable) -> None:
+        self.unloaded.append(id)
+        servable.close()
+
+    def load(self, id: ServableId, path: str) -> Servable:
         with self._lock:
             self.attempts += 1
             self.running += 1
@@ -69,10 +75,12 @@ class FlakyLoader:
                 self.running -= 1
 
 
-async def drive(pool_args: dict[str, object], commands: list[LoaderInbox], replies: int) -> list[ManagerInbox]:
+async def drive(
+    pool_args: dict[str, object], commands: list[LoaderInbox], replies: int, leases: Leases | None = None
+) -> list[ManagerInbox]:
     cmd_send, cmd_recv = anyio.create_memory_object_stream[LoaderInbox](math.inf)
     reply_send, reply_recv = anyio.create_memory_object_stream[ManagerInbox](math.inf)
-    pool = LoaderPool(cmd_recv, reply_send, **pool_args)  # type: ignore[arg-type]
+    pool: LoaderPool[Servable] = LoaderPool(cmd_recv, reply_send, leases=leases or Leases(), **pool_args)  # type: ignore[arg-type]
     out: list[ManagerInbox] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(pool.run)
@@ -120,19 +128,18 @@ async def test_retries_stop_when_the_version_is_no_longer_aspired() -> None:
 
 async def test_a_permanent_error_is_not_retried() -> None:
     # issue 13: a model needing an unregistered op fails the same way every time; END at once.
-    attempts = 0
+    class UnregisteredOp(FlakyLoader):
+        def load(self, id: ServableId, path: str) -> Servable:
+            self.attempts += 1
+            raise PermanentError(Code.NOT_FOUND, "Op type not registered 'X'")
 
-    def loader(id: ServableId, path: str) -> Servable:
-        nonlocal attempts
-        attempts += 1
-        raise PermanentError(Code.NOT_FOUND, "Op type not registered 'X'")
-
+    loader = UnregisteredOp()
     [reply] = await drive(
         {"loader": loader, "is_aspired": lambda id: True, "retry": RetryPolicy(5, 0.0)},
         [LoadVersion(ServableId("m", 1), "/m/1")], 1,
     )
     assert reply == LoadFailed(ServableId("m", 1), Code.NOT_FOUND, "Op type not registered 'X'")
-    assert attempts == 1
+    assert loader.attempts == 1
 
 
 @pytest.mark.parametrize(("threads", "expected"), [(0, 1), (1, 1), (3, 3)])
@@ -147,30 +154,42 @@ async def test_load_threads_bound_parallel_loads(threads: int, expected: int) ->
     assert loader.max_running == expected
 
 
-async def test_unload_waits_for_requests_then_closes() -> None:
+class ObservedLeases(Leases):
+    """Leases that tell when an unload starts waiting on them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = anyio.Event()
+
+    async def wait_released(self, id: ServableId) -> None:
+        self.waiting.set()
+        await super().wait_released(id)
+
+
+async def test_unload_waits_for_the_leases_then_unloads() -> None:
     session = FakeSession()
     servable = Servable("m", 1, "/m/1", session, meta_graph_pb2.MetaGraphDef())
-    assert servable.acquire()
-    unloaded: list[ServableId] = []
+    serving_map = ServingMapHolder[Servable]()
+    leases = serving_map.leases = ObservedLeases()
+    serving_map.replace({"m": ModelEntry({1: servable}, {})})
+    handle = serving_map.acquire("m")  # a request holds version 1
+    serving_map.replace({})  # the manager took it out of the map, then asked for the unload
+    loader = FlakyLoader()
 
-    async def release_later() -> None:
-        with anyio.fail_after(30):
-            while not servable.closing:  # noqa: ASYNC110 (the unload has begun: it waits for the request)
-                await anyio.sleep(0.001)
+    async def release_once_awaited() -> None:
+        await leases.waiting.wait()
         assert not session.closed  # still held by a request
-        servable.release()
+        handle.release()
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(release_later)
+        tg.start_soon(release_once_awaited)
         [reply] = await drive(
-            {"loader": FlakyLoader(), "is_aspired": lambda id: True,
-             "on_unloaded": lambda id, s: unloaded.append(id)},
-            [UnloadVersion(ServableId("m", 1), servable)], 1,
+            {"loader": loader, "is_aspired": lambda id: True},
+            [UnloadVersion(ServableId("m", 1), servable)], 1, leases,
         )
     assert reply == VersionUnloaded(ServableId("m", 1))
     assert session.closed
-    assert unloaded == [ServableId("m", 1)]
-    assert not servable.acquire()  # closing: no new request may take it
+    assert loader.unloaded == [ServableId("m", 1)]
 
 
 class RaisingSession(FakeSession):
@@ -180,11 +199,12 @@ class RaisingSession(FakeSession):
 
 async def test_any_load_exception_becomes_load_failed() -> None:
     # Issue 10: an exception outside the old allow-list (DecodeError, TypeError, ...) ended the process.
-    def loader(id: ServableId, path: str) -> Servable:
-        raise TypeError("Cannot interpret feed_dict key as Tensor")
+    class RaisingLoader(FlakyLoader):
+        def load(self, id: ServableId, path: str) -> Servable:
+            raise TypeError("Cannot interpret feed_dict key as Tensor")
 
     [reply] = await drive(
-        {"loader": loader, "is_aspired": lambda id: True, "retry": RetryPolicy(1, 0.0)},
+        {"loader": RaisingLoader(), "is_aspired": lambda id: True, "retry": RetryPolicy(1, 0.0)},
         [LoadVersion(ServableId("m", 1), "/m/1")], 1,
     )
     assert reply == LoadFailed(
@@ -196,15 +216,14 @@ async def test_unload_reports_duration_and_survives_a_failing_close() -> None:
     # Issue 10: aspired_unload_duration_seconds was never observed; a close that raises still unloads.
     servable = Servable("m", 1, "/m/1", RaisingSession(), meta_graph_pb2.MetaGraphDef())
     durations: list[tuple[ServableId, float]] = []
-    unloaded: list[ServableId] = []
+    loader = FlakyLoader()
     [reply] = await drive(
-        {"loader": FlakyLoader(), "is_aspired": lambda id: True,
-         "on_unloaded": lambda id, s: unloaded.append(id),
+        {"loader": loader, "is_aspired": lambda id: True,
          "on_unload_duration": lambda id, seconds: durations.append((id, seconds))},
         [UnloadVersion(ServableId("m", 1), servable)], 1,
     )
     assert reply == VersionUnloaded(ServableId("m", 1))
-    assert unloaded == [ServableId("m", 1)]
+    assert loader.unloaded == [ServableId("m", 1)]
     assert [id for id, _ in durations] == [ServableId("m", 1)]
     assert durations[0][1] >= 0
 

@@ -26,6 +26,7 @@ from svc.lifecycle.messages import (
     VersionLoaded,
     VersionUnloaded,
 )
+from svc.lifecycle.policy import Transition
 from svc.lifecycle.serving_map import ServingMapHolder
 from svc.lifecycle.states import State
 from svc.lifecycle.version_manager import VersionManager
@@ -44,12 +45,13 @@ def servable(name: str, version: int) -> Servable:
 
 
 class Harness:
-    def __init__(self, transition: str = "availability_preserving") -> None:
+    def __init__(self, transition: Transition = Transition.AVAILABILITY_PRESERVING) -> None:
         inbox_send, inbox = anyio.create_memory_object_stream[ManagerInbox](math.inf)
         loader_send, self.loader = anyio.create_memory_object_stream[LoaderInbox](math.inf)
         monitor_send, self.monitor = anyio.create_memory_object_stream[ServableStateChanged](math.inf)
         self.streams: list[Any] = [inbox_send, inbox, loader_send, self.loader, monitor_send, self.monitor]
-        self.map = ServingMapHolder()
+        self.map = ServingMapHolder[Servable]()
+        self.published: list[ServableStateChanged] = []
         self.manager = VersionManager(inbox, loader_send, monitor_send, self.map, transition)
 
     def close(self) -> None:
@@ -64,24 +66,23 @@ class Harness:
             except anyio.WouldBlock:
                 return out
 
+    def handle(self, message: ManagerInbox) -> None:
+        self.published += self.manager.handle(message)
+
     def events(self) -> list[tuple[int, State]]:
-        out: list[tuple[int, State]] = []
-        while True:
-            try:
-                e = self.monitor.receive_nowait()
-            except anyio.WouldBlock:
-                return out
-            out.append((e.id.version, e.state))
+        out = [(e.id.version, e.state) for e in self.published]
+        self.published = []
+        return out
 
     def aspire(self, *versions: int) -> None:
-        self.manager.handle(AspiredVersions("m", tuple(AspiredVersion(v, f"/m/{v}") for v in versions)))
+        self.handle(AspiredVersions("m", tuple(AspiredVersion(v, f"/m/{v}") for v in versions)))
 
 
 @pytest.fixture
 def harness() -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def make(transition: str = "availability_preserving") -> Harness:
+    def make(transition: Transition = Transition.AVAILABILITY_PRESERVING) -> Harness:
         made.append(Harness(transition))
         return made[-1]
 
@@ -95,7 +96,7 @@ def test_first_load_publishes_start_loading_available_in_order(harness: Callable
     h.aspire(1)
     assert h.commands() == [LoadVersion(ServableId("m", 1), "/m/1")]
     s1 = servable("m", 1)
-    h.manager.handle(VersionLoaded(ServableId("m", 1), s1))
+    h.handle(VersionLoaded(ServableId("m", 1), s1))
     assert h.events() == [(1, State.START), (1, State.LOADING), (1, State.AVAILABLE)]
     assert h.map.current.resolve("m") is s1
 
@@ -104,20 +105,20 @@ def test_upgrade_keeps_old_version_serving_until_new_one_is_ready(harness: Calla
     h = harness()
     h.aspire(1)
     s1, s2 = servable("m", 1), servable("m", 2)
-    h.manager.handle(VersionLoaded(ServableId("m", 1), s1))
+    h.handle(VersionLoaded(ServableId("m", 1), s1))
     h.commands()
     h.events()
     h.aspire(2)
     assert h.commands() == [LoadVersion(ServableId("m", 2), "/m/2")]
     assert h.map.current.resolve("m") is s1  # still serving while 2 loads
-    h.manager.handle(VersionLoaded(ServableId("m", 2), s2))
+    h.handle(VersionLoaded(ServableId("m", 2), s2))
     [unload] = h.commands()
     assert isinstance(unload, UnloadVersion)
     assert unload.id == ServableId("m", 1)
-    assert s1.closing
+    assert unload.servable is s1  # out of the map: no new request can lease it
     assert h.map.current.resolve("m") is s2
     assert h.map.current.models["m"].versions.keys() == {2}
-    h.manager.handle(VersionUnloaded(ServableId("m", 1)))
+    h.handle(VersionUnloaded(ServableId("m", 1)))
     assert h.events() == [
         (2, State.START), (2, State.LOADING), (2, State.AVAILABLE), (1, State.UNLOADING), (1, State.END)
     ]
@@ -127,9 +128,9 @@ def test_failed_load_keeps_previous_version_and_reports_the_error(harness: Calla
     h = harness()
     h.aspire(1)
     s1 = servable("m", 1)
-    h.manager.handle(VersionLoaded(ServableId("m", 1), s1))
+    h.handle(VersionLoaded(ServableId("m", 1), s1))
     h.aspire(2)
-    h.manager.handle(LoadFailed(ServableId("m", 2), Code.NOT_FOUND, "no saved_model.pb"))
+    h.handle(LoadFailed(ServableId("m", 2), Code.NOT_FOUND, "no saved_model.pb"))
     assert h.map.current.resolve("m") is s1
     events = [e for e in h.events() if e[0] == 2]
     assert events[-1] == (2, State.END)
@@ -142,23 +143,23 @@ def test_failed_load_keeps_previous_version_and_reports_the_error(harness: Calla
 def test_model_removed_unloads_everything(harness: Callable[..., Harness]) -> None:
     h = harness()
     h.aspire(1)
-    h.manager.handle(VersionLoaded(ServableId("m", 1), servable("m", 1)))
+    h.handle(VersionLoaded(ServableId("m", 1), servable("m", 1)))
     h.commands()
-    h.manager.handle(ModelRemoved("m"))
+    h.handle(ModelRemoved("m"))
     [unload] = h.commands()
     assert isinstance(unload, UnloadVersion)
     assert "m" not in h.map.current.models
 
 
 def test_resource_preserving_unloads_before_loading(harness: Callable[..., Harness]) -> None:
-    h = harness("resource_preserving")
+    h = harness(Transition.RESOURCE_PRESERVING)
     h.aspire(1)
-    h.manager.handle(VersionLoaded(ServableId("m", 1), servable("m", 1)))
+    h.handle(VersionLoaded(ServableId("m", 1), servable("m", 1)))
     h.commands()
     h.aspire(2)
     [unload] = h.commands()
     assert isinstance(unload, UnloadVersion)
-    h.manager.handle(VersionUnloaded(ServableId("m", 1)))
+    h.handle(VersionUnloaded(ServableId("m", 1)))
     assert h.commands() == [LoadVersion(ServableId("m", 2), "/m/2")]
 
 
@@ -166,9 +167,9 @@ def test_labels_resolve_through_the_map(harness: Callable[..., Harness]) -> None
     h = harness()
     h.aspire(1, 2)
     s1, s2 = servable("m", 1), servable("m", 2)
-    h.manager.handle(VersionLoaded(ServableId("m", 1), s1))
-    h.manager.handle(VersionLoaded(ServableId("m", 2), s2))
-    h.manager.handle(LabelsChanged("m", (("stable", 1), ("canary", 2))))
+    h.handle(VersionLoaded(ServableId("m", 1), s1))
+    h.handle(VersionLoaded(ServableId("m", 2), s2))
+    h.handle(LabelsChanged("m", (("stable", 1), ("canary", 2))))
     assert h.map.current.resolve("m", label="stable") is s1
     assert h.map.current.resolve("m", label="canary") is s2
     from svc.errors import ServingError
@@ -189,38 +190,38 @@ def test_version_aspired_again_while_unloading_is_loaded_again(harness: Callable
     # Found in review: a model removed and re-added before its unload finished stayed unloaded for good.
     h = harness()
     h.aspire(1)
-    h.manager.handle(VersionLoaded(ServableId("m", 1), servable("m", 1)))
+    h.handle(VersionLoaded(ServableId("m", 1), servable("m", 1)))
     h.commands()
-    h.manager.handle(ModelRemoved("m"))
+    h.handle(ModelRemoved("m"))
     [unload] = h.commands()
     assert isinstance(unload, UnloadVersion)
     h.aspire(1)  # back in the config before the unload finished
     assert h.commands() == []
-    h.manager.handle(VersionUnloaded(ServableId("m", 1)))
+    h.handle(VersionUnloaded(ServableId("m", 1)))
     assert h.commands() == [LoadVersion(ServableId("m", 1), "/m/1")]
     fresh = servable("m", 1)
-    h.manager.handle(VersionLoaded(ServableId("m", 1), fresh))
+    h.handle(VersionLoaded(ServableId("m", 1), fresh))
     assert h.map.current.resolve("m") is fresh
 
 
 def test_rollback_reloads_the_old_version(harness: Callable[..., Harness]) -> None:
     h = harness()
     h.aspire(1)
-    h.manager.handle(VersionLoaded(ServableId("m", 1), servable("m", 1)))
+    h.handle(VersionLoaded(ServableId("m", 1), servable("m", 1)))
     h.aspire(2)
-    h.manager.handle(VersionLoaded(ServableId("m", 2), servable("m", 2)))
+    h.handle(VersionLoaded(ServableId("m", 2), servable("m", 2)))
     h.commands()  # LoadVersion(1), LoadVersion(2), UnloadVersion(1)
     h.aspire(1)  # version 2 deleted while 1 was unloading
-    h.manager.handle(VersionUnloaded(ServableId("m", 1)))
+    h.handle(VersionUnloaded(ServableId("m", 1)))
     assert LoadVersion(ServableId("m", 1), "/m/1") in h.commands()
 
 
 def test_removed_model_forgets_its_labels(harness: Callable[..., Harness]) -> None:
     h = harness()
     h.aspire(1)
-    h.manager.handle(VersionLoaded(ServableId("m", 1), servable("m", 1)))
-    h.manager.handle(LabelsChanged("m", (("stable", 1),)))
-    h.manager.handle(ModelRemoved("m"))
+    h.handle(VersionLoaded(ServableId("m", 1), servable("m", 1)))
+    h.handle(LabelsChanged("m", (("stable", 1),)))
+    h.handle(ModelRemoved("m"))
     from svc.errors import ServingError
 
     with pytest.raises(ServingError, match="Unrecognized servable version label: stable"):

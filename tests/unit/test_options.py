@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from tensorflow_serving.config import model_server_config_pb2
 
+from svc import config_files
 from svc import options as opts
 from svc.errors import Code, ServingError
 from svc.options import Options
@@ -104,7 +105,7 @@ def test_ignored_flags_names_only_non_default_ignored_flags() -> None:
 
 
 def test_parse_good_model_config_file() -> None:
-    config = opts.parse_text_config(
+    config = config_files.parse_text_config(
         paths.testdata("good_model_config.txt"), model_server_config_pb2.ModelServerConfig
     )
     models = config.model_config_list.config
@@ -116,7 +117,7 @@ def test_parse_good_model_config_file() -> None:
 
 def test_parse_text_config_accepts_text() -> None:
     text = "prometheus_config { enable: true }"
-    assert opts.parse_text_config(text, opts.MonitoringConfig).prometheus_config.enable
+    assert config_files.parse_text_config(text, config_files.MonitoringConfig).prometheus_config.enable
 
 
 @pytest.mark.parametrize(
@@ -140,7 +141,7 @@ def test_parse_text_config_accepts_text() -> None:
 )
 def test_parse_text_config_errors(source: Path | str, code: Code, pattern: str) -> None:
     with pytest.raises(ServingError) as caught:
-        opts.parse_text_config(source, model_server_config_pb2.ModelServerConfig)
+        config_files.parse_text_config(source, model_server_config_pb2.ModelServerConfig)
     assert caught.value.code is code
     assert re.search(pattern, caught.value.message), caught.value.message
 
@@ -167,8 +168,8 @@ def test_model_server_config_file_wins(tmp_path: Path) -> None:
 # --- ModelServerConfig validation (ServerCore::ReloadConfig) -----------------------------------------------
 
 
-def config_of(text: str) -> opts.ModelServerConfig:
-    return opts.parse_text_config(text, model_server_config_pb2.ModelServerConfig)
+def config_of(text: str) -> config_files.ModelServerConfig:
+    return config_files.parse_text_config(text, model_server_config_pb2.ModelServerConfig)
 
 
 def models(*entries: str) -> str:
@@ -268,23 +269,23 @@ def test_validate_model_server_config(
     config = config_of(text)
     before = None if previous is None else config_of(previous)
     if code is None:
-        opts.validate_model_server_config(config, before)
+        config_files.validate_model_server_config(config, before)
         return
     with pytest.raises(ServingError) as caught:
-        opts.validate_model_server_config(config, before)
+        config_files.validate_model_server_config(config, before)
     assert (caught.value.code, caught.value.message) == (code, message)
 
 
 @pytest.mark.parametrize("text", ["", CUSTOM])
 def test_reload_request_accepts_only_a_model_config_list(text: str) -> None:
     with pytest.raises(ServingError) as caught:
-        opts.validate_model_server_config(config_of(text), config_of(models(A)), reload_request=True)
+        config_files.validate_model_server_config(config_of(text), config_of(models(A)), reload_request=True)
     assert caught.value.code is Code.INVALID_ARGUMENT
     assert caught.value.message == (
         "ServerModelConfig type not supported by HandleReloadConfigRequest. "
         "Only ModelConfigList is currently supported"
     )
-    opts.validate_model_server_config(config_of(models(A)), config_of(models(A)), reload_request=True)
+    config_files.validate_model_server_config(config_of(models(A)), config_of(models(A)), reload_request=True)
 
 
 # --- batching, monitoring, SSL, channel arguments --------------------------------------------------------

@@ -18,13 +18,16 @@ import anyio
 import pytest
 
 from svc.lifecycle.messages import (
+    All,
     AspiredVersion,
     AspiredVersions,
     LabelsChanged,
+    Latest,
     ManagerInbox,
     ModelConfigs,
     ModelRemoved,
     ModelSource,
+    Specific,
     VersionPolicy,
 )
 from svc.logging import log_sink
@@ -76,7 +79,7 @@ UNKNOWN = "unknown"  # listing failed or turned empty: nothing announced, counte
 def run_polls(steps: list[State], policy: VersionPolicy | None = None, marker: str = "") -> list[object]:
     """What each poll decides: the aspired versions, HOLD or UNKNOWN."""
     storage = FakeStorage()
-    model = ModelSource("m", BASE, policy or VersionPolicy())
+    model = ModelSource("m", BASE, policy or Latest())
     publication = Publication(marker)
     outcomes: list[object] = []
     for state in steps:
@@ -91,8 +94,8 @@ def run_polls(steps: list[State], policy: VersionPolicy | None = None, marker: s
     return outcomes
 
 
-LATEST_2 = VersionPolicy("latest", num_versions=2)
-ALL = VersionPolicy("all")
+LATEST_2 = Latest(2)
+ALL = All()
 
 TABLE: list[tuple[str, list[State], VersionPolicy | None, str, list[object]]] = [
     ("complete at start-up: served at once",
@@ -143,10 +146,10 @@ TABLE: list[tuple[str, list[State], VersionPolicy | None, str, list[object]]] = 
      [{"1": FULL, "2": FULL}, {"1": FULL, "2": FULL, "3": PARTIAL}, {"1": FULL, "2": FULL, "3": FULL},
       {"1": FULL, "2": FULL, "3": FULL}], LATEST_2, "", [(2, 1), (2, 1), (2, 1), (3, 2)]),
     ("specific versions: only those, once published",
-     [{"1": FULL, "2": FULL, "3": FULL}], VersionPolicy("specific", versions=(1, 3)), "", [(3, 1)]),
+     [{"1": FULL, "2": FULL, "3": FULL}], Specific((1, 3)), "", [(3, 1)]),
     ("specific version being copied",
      [{"1": FULL}, {"1": FULL, "5": PARTIAL}, {"1": FULL, "5": FULL}, {"1": FULL, "5": FULL}],
-     VersionPolicy("specific", versions=(5,)), "", [(), HOLD, HOLD, (5,)]),
+     Specific((5,)), "", [(), HOLD, HOLD, (5,)]),
     ("marker: complete is not enough",
      [{"1": FULL}, {"1": FULL}], None, "DONE", [HOLD, HOLD]),
     ("marker: eligible as soon as it is there, without the second poll",
@@ -307,7 +310,7 @@ async def test_poller_policy_change_reannounces(poller: tuple[Poller, FakeStorag
     await p.poller.apply(ModelConfigs((ModelSource("m", BASE),)))
     await p.poller.poll()
     assert p.sent()[-1] == aspired(2)
-    await p.poller.apply(ModelConfigs((ModelSource("m", BASE, VersionPolicy("all")),)))
+    await p.poller.apply(ModelConfigs((ModelSource("m", BASE, All()),)))
     await p.poller.poll()
     assert p.sent() == [aspired(2, 1)]  # 1 was in the first listing: no wait
 

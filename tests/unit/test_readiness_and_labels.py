@@ -11,13 +11,13 @@ import anyio
 import pytest
 from google.protobuf import text_format
 
+from svc.config_files import ModelServerConfig
 from svc.errors import Code, ServingError
 from svc.lifecycle.config_watcher import check_labels
 from svc.lifecycle.messages import ServableId, ServableStateChanged
 from svc.lifecycle.readiness import Readiness
 from svc.lifecycle.state_monitor import StateMonitor, VersionStatus
 from svc.lifecycle.states import State
-from svc.options import ModelServerConfig
 
 pytestmark = pytest.mark.anyio
 

@@ -11,12 +11,12 @@ import anyio
 import pytest
 from google.protobuf import text_format
 
+from svc.config_files import ModelServerConfig
 from svc.errors import Code, ServingError
 from svc.lifecycle.config_watcher import ConfigWatcher
 from svc.lifecycle.messages import ModelConfigs, ServableId, ServableStateChanged
 from svc.lifecycle.state_monitor import StateMonitor
 from svc.lifecycle.states import State
-from svc.options import ModelServerConfig
 
 pytestmark = pytest.mark.anyio
 

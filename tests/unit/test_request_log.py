@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 import structlog
 
+from svc.errors import Code
 from svc.frontends.request_log import RequestLog, request_id_from
 from svc.logging import configure_logging
 from svc.metrics import Metrics
 
 
 @pytest.fixture(autouse=True)
-def json_logs() -> None:
+def json_logs() -> Iterator[None]:
+    saved = structlog.get_config()
     structlog.reset_defaults()
     configure_logging("json", "info")
+    yield
+    structlog.configure(**saved)  # the session's configuration (tests/conftest.py): later tests rely on it
 
 
 def lines(text: str) -> list[dict[str, object]]:
@@ -30,7 +35,7 @@ def test_sampling_limits_lines_not_metrics(capsys: pytest.CaptureFixture[str], r
         record = log.start("grpc", "Predict", model="m")
         record.tf_api = "Predict"
         record.version = 3
-        log.finish(record, "OK")
+        log.finish(record, Code.OK)
     assert len(lines(capsys.readouterr().out)) == expected
     assert metrics.request_count.values[("m", "OK")] == 50
 
@@ -38,7 +43,7 @@ def test_sampling_limits_lines_not_metrics(capsys: pytest.CaptureFixture[str], r
 def test_partial_sampling_is_roughly_the_rate(capsys: pytest.CaptureFixture[str]) -> None:
     log = RequestLog(Metrics(), 0.25)
     for _ in range(2000):
-        log.finish(log.start("rest", "predict"), "OK")
+        log.finish(log.start("rest", "predict"), Code.OK)
     assert 350 < len(lines(capsys.readouterr().out)) < 650
 
 
@@ -46,7 +51,7 @@ def test_line_has_the_documented_keys(capsys: pytest.CaptureFixture[str]) -> Non
     log = RequestLog(Metrics())
     record = log.start("rest", "predict", "abc", model="m")
     record.version, record.signature, record.batch_size = 1, "serving_default", 8
-    log.finish(record, "INVALID_ARGUMENT", "bad input")
+    log.finish(record, Code.INVALID_ARGUMENT, "bad input")
     [line] = lines(capsys.readouterr().out)
     assert line["event"] == "request_finished"
     assert {k: line[k] for k in ("model", "version", "signature", "api", "status", "batch_size", "request_id")} == {

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
+from svc.types import MAX_ELEMENTS
 from svc.wire.tensor_proto import (
-    MAX_ELEMENTS,
     TensorConversionError,
     data_type_of,
     dtype_name,
@@ -467,7 +467,7 @@ def test_huge_element_count_is_rejected_without_allocating(fields: dict[str, Any
     proto = _huge_shape(make_proto(dtype, [], **fields))  # 10**12 elements
     tracemalloc.start()  # numpy reports its buffers to tracemalloc: a measure of memory, not of time (issue 9)
     try:
-        with pytest.raises(TensorConversionError, match="more than the limit of 2147483647"):
+        with pytest.raises(TensorConversionError, match="more than the limit of 134217728"):
             to_ndarray(proto)
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -480,7 +480,7 @@ def test_max_elements_is_a_bound_the_caller_chooses() -> None:
     assert to_ndarray(proto, max_elements=10).shape == (2, 5)
     with pytest.raises(TensorConversionError, match="10 elements, more than the limit of 9"):
         to_ndarray(proto, max_elements=9)
-    assert MAX_ELEMENTS == 2**31 - 1
+    assert MAX_ELEMENTS == 2**27  # the request limit: svc/types.py (issue 9: one limit, defined once)
 
 
 # ---- properties -----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from tensorflow.core.framework import types_pb2
 from svc._proto.inference import grpc_service_pb2 as pb
 from svc.errors import Code, ServingError
 from svc.inference import open_inference as v2
-from svc.inference.predict import Target
+from svc.inference.core import Target
 from svc.lifecycle.state_monitor import VersionStatus
 from svc.lifecycle.states import State
 from svc.wire import v2_request, v2_tensor

@@ -143,17 +143,19 @@ def _servable(name: str, version: int) -> Servable:
 async def test_snapshots_lease_what_they_publish() -> None:
     send, recv = anyio.create_memory_object_stream[ServableStateChanged](math.inf)
     monitor = StateMonitor(recv)
-    holder = ServingMapHolder()
+    holder = ServingMapHolder[Servable]()
     v1, v2 = _servable("m", 1), _servable("m", 2)
+    id1, id2 = ServableId("m", 1), ServableId("m", 2)
     holder.replace({"m": ModelEntry({1: v1}, {"stable": 1})})
-    monitor.apply(ServableStateChanged(ServableId("m", 1), State.AVAILABLE))
+    monitor.apply(ServableStateChanged(id1, State.AVAILABLE))
     publisher = Publisher(holder, monitor, lambda: ("m",))
     lease = Lease()
     mirror = Mirror()
 
     assert mirror.apply(publisher.message(lease, ready=True, draining=False)) == []
-    assert v1.inflight == 1  # the frontend's lease
-    proxy = mirror.serving_map.current.acquire("m", label="stable")
+    assert holder.leases.held(id1) == 1  # the frontend's lease
+    request = mirror.serving_map.acquire("m", label="stable")  # a request in the frontend
+    proxy = request.servable
     assert (proxy.name, proxy.version) == ("m", 1)
     assert "serving_default" in proxy.signatures
     assert mirror.monitor.versions("m")[1].state is State.AVAILABLE
@@ -162,25 +164,25 @@ async def test_snapshots_lease_what_they_publish() -> None:
 
     holder.replace({"m": ModelEntry({2: v2}, {})})  # v1 leaves the map; the owner must keep it for now
     dropped = mirror.apply(publisher.message(lease, ready=True, draining=False))
-    assert [(p.version, p.inflight) for p in dropped] == [(1, 1)]
+    assert [(p.version, mirror.serving_map.leases.held(ServableId(p.name, p.version))) for p in dropped] == [(1, 1)]
     assert mirror.serving_map.current.resolve("m").version == 2
     unloaded = anyio.Event()
 
     async def unload() -> None:  # what the loader pool does before closing a version
-        await v1.wait_idle()
+        await holder.leases.wait_released(id1)
         unloaded.set()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(unload)
         await anyio.wait_all_tasks_blocked()
         assert not unloaded.is_set()  # a frontend request still holds the proxy, so the lease stays
-        proxy.release()
-        await dropped[0].wait_idle()
+        request.release()
+        await mirror.serving_map.leases.wait_released(id1)
         lease.release(dropped[0].token)  # the frontend's "released"
     assert unloaded.is_set()
-    assert v2.inflight == 1
+    assert holder.leases.held(id2) == 1
     lease.release_all()
-    assert v2.inflight == 0
+    assert holder.leases.held(id2) == 0
     send.close()
     recv.close()
 
