@@ -3,29 +3,18 @@ frontend renders and the status the request record is finished with; the drain g
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
-import structlog
 
 from svc.errors import Code, ServingError
 from svc.frontends.envelope import Envelope
 from svc.frontends.request_log import RequestLog
-from svc.logging import configure_logging
 from svc.metrics import Metrics
 from svc.request_context import RequestRecord
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def json_logs() -> Iterator[None]:
-    saved = structlog.get_config()
-    structlog.reset_defaults()
-    configure_logging("json", "info")
-    yield
-    structlog.configure(**saved)  # the session's configuration (tests/conftest.py): later tests rely on it
 
 
 class Recorded(RequestLog):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import structlog
@@ -15,12 +14,9 @@ from svc.metrics import Metrics
 
 
 @pytest.fixture(autouse=True)
-def json_logs() -> Iterator[None]:
-    saved = structlog.get_config()
+def json_logs() -> None:
     structlog.reset_defaults()
     configure_logging("json", "info")
-    yield
-    structlog.configure(**saved)  # the session's configuration (tests/conftest.py): later tests rely on it
 
 
 def lines(text: str) -> list[dict[str, object]]:
