@@ -8,7 +8,6 @@ import ast
 import re
 
 import pytest
-import structlog
 
 from svc import config_files
 from svc import options as opts
@@ -138,7 +137,7 @@ def test_log_level(capsys: pytest.CaptureFixture[str]) -> None:
         log.warning("shown")
         out = capsys.readouterr().out
     finally:
-        structlog.reset_defaults()  # later tests must not write to this test's captured stdout
+        configure_logging("json", "debug")  # the session's configuration again (tests/conftest.py)
     assert "shown" in out
     assert "not_shown" not in out
 
