@@ -108,15 +108,22 @@ class Server:
                     pss += int(line.split()[1])
         return rss / 1024, pss / 1024
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the owner and its workers so far."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / tick
+
     def counters(self) -> dict[str, float]:
         text = httpx.get(f"http://127.0.0.1:{self.rest_port}{METRICS}", timeout=30).text
         out: dict[str, float] = {"rows": 0.0, "batches": 0.0}
         for line in text.splitlines():
             if m := re.match(r"aspired_batch_size_(sum|count)\{[^}]*\} (\S+)", line):
                 out["rows" if m.group(1) == "sum" else "batches"] += float(m.group(2))
-            elif (m := re.match(r':tensorflow:serving:request_count\{[^}]*status="(\w+)"\} (\S+)', line)) and (
-                m.group(1) != "OK"
-            ):
+            elif m := re.match(r':tensorflow:serving:request_count\{[^}]*status="(\w+)"\} (\S+)', line):
                 out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
         return out
 
@@ -130,7 +137,7 @@ class Server:
 
 
 def run_load(server: Server, api: str, connections: int, duration: int, rest: Path, grpc: Path) -> dict[str, Any]:
-    before = server.counters()
+    before, cpu_before = server.counters(), server.cpu_seconds()
     if api == "rest":
         script = OUT / "workers_post.lua"
         script.write_text(
@@ -152,13 +159,15 @@ def run_load(server: Server, api: str, connections: int, duration: int, rest: Pa
         rps = float(re.search(r"finished in .*?, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
         status = re.search(r"requests: .*? (\d+) failed, (\d+) errored", out)
         failed = int(status.group(1)) + int(status.group(2)) if status else -1
-    after = server.counters()
+    after, cpu_after = server.counters(), server.cpu_seconds()
     batches = after["batches"] - before["batches"]
+    answered = after.get("OK", 0.0) - before.get("OK", 0.0)
     rss, pss = server.memory_mib()
     return {
         "api": api, "connections": connections, "rps": rps, "failed": failed,
         "server_errors": {k: v - before.get(k, 0.0) for k, v in after.items()
-                          if k not in ("rows", "batches") and v - before.get(k, 0.0)},
+                          if k not in ("rows", "batches", "OK") and v - before.get(k, 0.0)},
+        "cpu_us_per_request": round((cpu_after - cpu_before) / answered * 1e6) if answered else None,
         "mean_batch": round((after["rows"] - before["rows"]) / batches, 2) if batches else None,
         "rss_mib": round(rss, 1), "pss_mib": round(pss, 1),
     }
@@ -212,18 +221,21 @@ def write_results(runs: list[dict[str, Any]], args: argparse.Namespace, load_bef
         f"before / after: {load_before:.2f} / {load_after:.2f}); Python {platform.python_version()}. "
         "REST: wrk (1 thread), `{\"instances\": [[784 floats]]}`; gRPC: h2load (1 thread, 1 stream per "
         "connection), one [1,784] float32 row as `tensor_content`. Servers with 1 and with N workers "
-        "interleaved; memory = owner + workers after the run (RSS; PSS counts shared pages once)."),
+        "interleaved; memory = owner + workers after the run (RSS; PSS counts shared pages once); server CPU = "
+        "user + system time of the owner and its workers (/proc) per answered request, warm-up included."),
         "",
-        "| rep | API | connections | workers | rps | mean batch | RSS MiB | PSS MiB | failed |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| rep | API | connections | workers | rps | server CPU µs/request | mean batch | RSS MiB | PSS MiB | failed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['rep']} | {r['api']} | {r['connections']} | {r['workers']} | {r['rps']:.0f} | {r['mean_batch']} "
+        f"| {r['rep']} | {r['api']} | {r['connections']} | {r['workers']} | {r['rps']:.0f} "
+        f"| {r['cpu_us_per_request']} | {r['mean_batch']} "
         f"| {r['rss_mib']:.0f} | {r['pss_mib']:.0f} | {r['failed']} / {_errors(r['server_errors'])} |"
         for r in runs
     ]
     lines += ["", f"Median over repetitions of the ratios {n} workers / 1 worker (pairs of the same repetition):", "",
-              "| API | connections | rps ratio | mean batch 1 → N | RSS ratio | PSS ratio |", "|---|---|---|---|---|---|"]
+              "| API | connections | rps ratio | CPU/request ratio | mean batch 1 → N | RSS ratio | PSS ratio |",
+              "|---|---|---|---|---|---|---|"]
     for api, connections in sorted({(r["api"], r["connections"]) for r in runs}, key=lambda k: (k[0], -k[1])):
         pairs = []
         for rep in range(args.runs):
@@ -238,9 +250,11 @@ def write_results(runs: list[dict[str, Any]], args: argparse.Namespace, load_bef
         rps = statistics.median(m["rps"] / o["rps"] for o, m in pairs)
         rss = statistics.median(m["rss_mib"] / o["rss_mib"] for o, m in pairs)
         pss = statistics.median(m["pss_mib"] / o["pss_mib"] for o, m in pairs)
+        cpu = statistics.median(m["cpu_us_per_request"] / o["cpu_us_per_request"] for o, m in pairs
+                                if m["cpu_us_per_request"] and o["cpu_us_per_request"])
         b1 = statistics.median(o["mean_batch"] or 0 for o, _ in pairs)
         bn = statistics.median(m["mean_batch"] or 0 for _, m in pairs)
-        lines.append(f"| {api} | {connections} | {rps:.2f} | {b1:.1f} → {bn:.1f} | {rss:.2f} | {pss:.2f} |")
+        lines.append(f"| {api} | {connections} | {rps:.2f} | {cpu:.2f} | {b1:.1f} → {bn:.1f} | {rss:.2f} | {pss:.2f} |")
     lines += ["", ("(failed = the load generator's failed requests / the server's non-OK requests by status; "
               "h2load resets the streams still open when its time is up, which the server counts as CANCELLED.)"),
               END]
