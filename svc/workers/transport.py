@@ -125,9 +125,9 @@ class ArrayRef:
 
 
 def _dtype_text(dtype: np.dtype[Any]) -> str | np.dtype[Any]:
-    """numpy's dtype string (cheap to send), or the dtype itself where the string loses it: ml_dtypes'
-    bfloat16 & co. and TF's quantized types (structured) are void-kind to numpy."""
-    return dtype if dtype.kind == "V" else dtype.str
+    """numpy's dtype string (cheap to send) for numpy's own types, else the dtype itself: the string loses
+    ml_dtypes' bfloat16/float8 types (`|V2`, `<f1`) and TF's quantized records."""
+    return dtype.str if dtype.isbuiltin == 1 else dtype
 
 
 def _dtype_of(text: str | np.dtype[Any]) -> np.dtype[Any]:

@@ -185,7 +185,8 @@ class Server(ServerBase):
 
     def __init__(self, args: Sequence[str], *, rest: bool = True) -> None:
         self.args = list(args)
-        self._process = ServerProcess(args, rest=rest) if with_workers(args) else None
+        # In a process, debug lines too (`storage_polled`...), as in-process servers log; a test's flag wins.
+        self._process = ServerProcess(["--log_level=debug", *args], rest=rest) if with_workers(args) else None
         self._grpc_sock: socket.socket | None = None
         self._rest_sock: socket.socket | None = None
         if self._process is not None:  # see the module's docstring

@@ -88,6 +88,7 @@ async def test_arrays_cross_unchanged(arena: Arena) -> None:
         np.array([b"a", b"", b"\xff\x00bytes"], dtype=object),
         np.array([["x", "yz"]], dtype=object),
         np.array([1.5, -2.0], dtype=ml_dtypes.bfloat16),
+        np.array(0.5, dtype=ml_dtypes.float8_e5m2),  # numpy's string for it, "<f1", names no type
         np.array([(1,), (-2,)], dtype=[("qint8", np.int8)]),  # TF's quantized types are structured
         np.array(True),
         np.zeros((0, 3), np.float64),
