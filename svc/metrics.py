@@ -105,6 +105,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # prometheus children by labels, looked up once (dict get/set are atomic under the GIL)
+        self._request_children: dict[tuple[str, int | None, str, str, Code], tuple[Counter, Histogram | None]] = {}
+        self._batch_children: dict[tuple[str, int], tuple[Histogram, Histogram]] = {}
         self.request_count = TfCounter("/tensorflow/serving/request_count", ("model_name", "status"))
         self.request_latency = TfHistogram(
             "/tensorflow/serving/request_latency", ("model_name", "API", "entrypoint"), _LATENCY_US
@@ -174,10 +177,15 @@ class Metrics:
         tf_api: str | None,
     ) -> None:
         """One finished request. `tf_api` is the API label of TF's series, None when TF records nothing."""
-        v = "" if version is None else str(version)
-        self.requests.labels(model, v, api, protocol, code.name).inc()
-        if code is Code.OK:
-            self.latency.labels(model, v, api, protocol).observe(seconds)
+        key = (model, version, api, protocol, code)
+        children = self._request_children.get(key)
+        if children is None:  # label lookups once per series, not per request (issue 11)
+            v = "" if version is None else str(version)
+            ok = self.latency.labels(model, v, api, protocol) if code is Code.OK else None
+            children = self._request_children[key] = (self.requests.labels(model, v, api, protocol, code.name), ok)
+        children[0].inc()
+        if children[1] is not None:
+            children[1].observe(seconds)
         if tf_api is None:
             return
         with self._lock:
@@ -224,9 +232,15 @@ class Metrics:
         self.unload_duration.labels(model, str(version)).observe(seconds)
 
     def batch(self, model: str, version: int, size: int, queued_seconds: Sequence[float]) -> None:
-        self.batch_size.labels(model, str(version)).observe(size)
+        children = self._batch_children.get((model, version))
+        if children is None:
+            v = str(version)
+            children = self._batch_children[(model, version)] = (
+                self.batch_size.labels(model, v), self.queue_time.labels(model, v)
+            )
+        children[0].observe(size)
         for seconds in queued_seconds:
-            self.queue_time.labels(model, str(version)).observe(seconds)
+            children[1].observe(seconds)
         with self._lock:
             for seconds in queued_seconds:
                 self.queuing_latency.observe(seconds * 1e6, "model_server_batch_threads")
