@@ -35,13 +35,13 @@ from typing import Any
 
 import httpx
 import numpy as np
+from results_md import write_section
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 OUT = BENCH / "out"
 MODEL = "mlp"
 MODEL_DIR = OUT / "models" / MODEL
-RESULTS = BENCH / "RESULTS.md"
 PY = sys.executable
 CPUS = os.cpu_count() or 1
 
@@ -292,19 +292,6 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
     return lines
 
 
-def write_results(lines: list[str], variant: str) -> None:
-    """Replace this variant's section of bench/RESULTS.md, or append it."""
-    begin, end = begin_marker(variant), end_marker(variant)
-    section = "\n".join(lines)
-    text = RESULTS.read_text() if RESULTS.exists() else ""
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + section + rest.split(end, 1)[1]
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text else "") + section + "\n"
-    RESULTS.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0)
@@ -360,7 +347,7 @@ def main() -> None:
     lines = table(rows, args)
     print("\n".join(lines))
     if not args.no_results:
-        write_results(lines, args.variant)
+        write_section(begin_marker(args.variant), end_marker(args.variant), "\n".join(lines))
 
 
 if __name__ == "__main__":

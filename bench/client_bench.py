@@ -31,6 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from results_md import write_section
+
 from tests.client.conftest import VENV_CACHE, build_client_venv, source_digest
 from tests.e2e.server import free_port
 
@@ -169,19 +171,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_results:
-        write_results(text)
-
-
-def write_results(text: str) -> None:
-    """Replace this bench's section of bench/RESULTS.md (between its markers), or append it."""
-    path = REPO / "bench" / "RESULTS.md"
-    current = path.read_text() if path.exists() else ""
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        current = head + text.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    path.write_text(current)
+        write_section(BEGIN, END, text)
 
 
 if __name__ == "__main__":

@@ -36,10 +36,11 @@ import numpy as np
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from batching_bench import BATCHING, MODEL, MODEL_DIR, OUT, REPO, RESULTS, export_model, free_port
+from batching_bench import BATCHING, MODEL, MODEL_DIR, OUT, REPO, export_model, free_port
 from json_bench import MODEL_DIR as HALF_DIR
 from json_bench import export_model as export_half
 from json_bench import export_revision
+from results_md import write_section
 
 PY = sys.executable
 BEGIN, END = "<!-- cpu_bench: begin -->", "<!-- cpu_bench: end -->"
@@ -249,13 +250,7 @@ def main() -> None:
     lines += ["", f"Failed requests (load generators): {failed:.0f}.", END]
     print("\n".join(lines))
     if not args.no_write:
-        text = RESULTS.read_text()
-        block = "\n".join(lines)
-        if BEGIN in text:
-            text = text.split(BEGIN)[0] + block + text.split(END, 1)[1]
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-        RESULTS.write_text(text)
+        write_section(BEGIN, END, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -32,12 +32,12 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from results_md import write_section
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 OUT = BENCH / "out"
 MODEL_DIR = OUT / "models" / "half_plus_two"
-RESULTS = BENCH / "RESULTS.md"
 BEGIN, END = "<!-- json_bench: begin -->", "<!-- json_bench: end -->"
 PY = sys.executable
 
@@ -200,14 +200,7 @@ def main() -> None:
     lines.append(END)
     print("\n".join(lines))
     if not args.no_write:
-        text = RESULTS.read_text() if RESULTS.exists() else ""
-        section = "\n".join(lines)
-        if BEGIN in text and END in text:
-            head, rest = text.split(BEGIN, 1)
-            text = head + section + rest.split(END, 1)[1]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        RESULTS.write_text(text)
+        write_section(BEGIN, END, "\n".join(lines))
 
 
 if __name__ == "__main__":

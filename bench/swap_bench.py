@@ -32,6 +32,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from results_md import write_section
+
 from tests.e2e.server import ServerProcess
 
 
@@ -160,17 +162,6 @@ def section(result: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    path = REPO / "bench" / "RESULTS.md"
-    current = path.read_text() if path.exists() else ""
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        current = head + text.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    path.write_text(current)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -181,7 +172,7 @@ def main() -> None:
     result = asyncio.run(run(args.rounds, args.concurrency, args.steady))
     print(json.dumps(result, indent=1))
     if not args.no_results:
-        write_section(section(result, args))
+        write_section(BEGIN, END, section(result, args))
 
 
 if __name__ == "__main__":

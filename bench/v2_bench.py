@@ -25,7 +25,8 @@ import statistics
 import subprocess
 from typing import Any
 
-from batching_bench import BENCH, CPUS, MODEL, OUT, PY, REPO, RESULTS, export_model, serving
+from batching_bench import BENCH, CPUS, MODEL, OUT, PY, REPO, export_model, serving
+from results_md import write_section
 
 TARGETS = {
     "grpc": ("TF Serving gRPC Predict, tensor_content", ["--target=grpc", "--tensor_content"]),
@@ -137,17 +138,6 @@ def codec_costs(repeat: int = 2000) -> dict[str, float]:
     }
 
 
-def write_results(lines: list[str]) -> None:
-    section = "\n".join(lines)
-    text = RESULTS.read_text() if RESULTS.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text else "") + section + "\n"
-    RESULTS.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=8.0)
@@ -178,7 +168,7 @@ def main() -> None:
     lines = table(runs, args)
     print("\n".join(lines))
     if not args.no_results:
-        write_results(lines)
+        write_section(BEGIN, END, "\n".join(lines))
 
 
 if __name__ == "__main__":

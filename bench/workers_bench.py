@@ -37,7 +37,8 @@ import numpy as np
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from batching_bench import BATCHING, MODEL, MODEL_DIR, MONITORING, OUT, REPO, RESULTS, export_model, free_port
+from batching_bench import BATCHING, MODEL, MODEL_DIR, MONITORING, OUT, REPO, export_model, free_port
+from results_md import write_section
 
 PY = sys.executable
 METRICS = "/monitoring/prometheus/metrics"
@@ -258,13 +259,7 @@ def write_results(runs: list[dict[str, Any]], args: argparse.Namespace, load_bef
     lines += ["", ("(failed = the load generator's failed requests / the server's non-OK requests by status; "
               "h2load resets the streams still open when its time is up, which the server counts as CANCELLED.)"),
               END]
-    text = RESULTS.read_text()
-    block = "\n".join(lines)
-    if BEGIN in text:
-        text = text.split(BEGIN)[0] + block + text.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
+    write_section(BEGIN, END, "\n".join(lines))
 
 
 if __name__ == "__main__":
