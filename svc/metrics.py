@@ -26,18 +26,25 @@ _UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
 
 
 def exported_name(tf_name: str) -> str:
-    return _UNSAFE.sub(":", tf_name)
+    name = _UNSAFE.sub(":", tf_name)
+    return "_" + name if name[:1].isdigit() else name
 
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _label_name(name: str) -> str:
+    clean = re.sub(r"[^a-zA-Z0-9]", "_", name)
+    return "_" + clean if clean[:1].isdigit() else clean
+
+
 def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{_UNSAFE.sub("_", n)}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
+    """`{n1="v1",...}`; like TF Serving's exporter, the braces are there even with no label."""
+    parts = [f'{_label_name(n)}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
     if extra:
         parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
+    return "{" + ",".join(parts) + "}"
 
 
 def _number(value: float) -> str:
@@ -95,6 +102,50 @@ class TfHistogram:
         return lines
 
 
+@dataclass(frozen=True)
+class TfPoint:
+    """One point of a metric in TensorFlow's own registry (svc/servables/tf_registry.py reads them)."""
+
+    labels: tuple[tuple[str, str], ...]
+    value: str  # int64 or double as text, 0/1 for a bool, a string gauge's text
+    histogram: tuple[float, tuple[tuple[float, float], ...]] | None = None  # (sum, ((limit, count), ...))
+
+
+@dataclass(frozen=True)
+class TfFamily:
+    """One metric of TensorFlow's registry: its TF name, kind, value type (i d b s h p) and points."""
+
+    name: str
+    cumulative: bool
+    value_type: str
+    points: tuple[TfPoint, ...]
+
+    def render(self) -> list[str]:
+        """As TF Serving's exporter writes it, except that double and bool gauges show their value (TF Serving
+        prints every scalar's int64 field, 0 for those); string and percentile values print 0 as there."""
+        name = exported_name(self.name)
+        if self.value_type == "h":
+            lines = [f"# TYPE {name} histogram"]
+            for point in self.points:
+                names, values = zip(*point.labels, strict=True) if point.labels else ((), ())
+                total, buckets = point.histogram or (0.0, ())
+                cumulative = 0
+                for i, (limit, count) in enumerate(buckets):
+                    cumulative += int(count)
+                    le = 'le="{}"'.format("+Inf" if i == len(buckets) - 1 else _number(limit))
+                    lines.append(f"{name}_bucket{_labels(names, values, le)} {cumulative}")
+                lines.append(f"{name}_sum{_labels(names, values)} {_number(total)}")
+                lines.append(f"{name}_count{_labels(names, values)} {cumulative}")
+            return lines
+        lines = [f"# TYPE {name} {'counter' if self.cumulative else 'gauge'}"]
+        for point in self.points:
+            names, values = zip(*point.labels, strict=True) if point.labels else ((), ())
+            value = point.value if self.value_type in "ib" else _number(float(point.value)) \
+                if self.value_type == "d" else "0"
+            lines.append(f"{name}{_labels(names, values)} {value}")
+        return lines
+
+
 _LATENCY_US = exponential_buckets(10, 1.8, 33)
 _QUEUE_US = exponential_buckets(100, 1.2, 52)
 _LATENCY_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -126,8 +177,9 @@ class Metrics:
             "/tensorflow/serving/request_example_counts", ("model",), exponential_buckets(1, 2, 15)
         )
         self.example_count_total = TfCounter("/tensorflow/serving/request_example_count_total", ("model",))
-        # TensorFlow core's own session counters (TF Serving exports TF's registry): counted at each run here,
-        # since TF's C++ registry has no Python reader.
+        # TensorFlow's own registry (TF Serving exports all of it), once svc/servables/tf_registry.py has built
+        # its reader; until then, or without a compiler, TF core's two session counters are counted here.
+        self._tf_registry: Callable[[], Sequence[TfFamily]] | None = None
         self.graph_runs = TfCounter("/tensorflow/core/graph_runs", ())
         self.graph_run_time = TfCounter("/tensorflow/core/graph_run_time_usecs", ())
         self._tf: list[TfCounter | TfHistogram] = [
@@ -220,12 +272,26 @@ class Metrics:
             self.example_counts.observe(count, model)
             self.example_count_total.increment(model, by=count)
 
+    def attach_tf_registry(self, collect: Callable[[], Sequence[TfFamily]]) -> None:
+        """TensorFlow's registry joins the page (and ReloadConfig's metrics); it counts the session runs."""
+        self._tf_registry = collect
+
+    def _own(self) -> list[TfCounter | TfHistogram]:
+        if self._tf_registry is None:
+            return self._tf
+        return [m for m in self._tf if m is not self.graph_runs and m is not self.graph_run_time]
+
     def int64_value(self, tf_name: str) -> int | None:
-        """The first point of a TF counter by its TF name (`/tensorflow/...`); None for an unknown name."""
+        """The first point of an int64 TF metric by its TF name (`/tensorflow/...`), aspired's or TensorFlow's
+        registry's; None for an unknown name."""
         with self._lock:
-            for metric in self._tf:
+            for metric in self._own():
                 if metric.name == tf_name and isinstance(metric, TfCounter):
                     return next(iter(metric.values.values()), 0)
+        if self._tf_registry is not None:
+            for family in self._tf_registry():
+                if family.name == tf_name and family.value_type == "i":
+                    return int(family.points[0].value) if family.points else 0
         return None
 
     def unload(self, model: str, version: int, seconds: float) -> None:
@@ -247,8 +313,13 @@ class Metrics:
 
     # -- exposition -----------------------------------------------------------------------------------
     def render(self) -> bytes:
+        """TF-form series by name, aspired's over TensorFlow registry's of the same name; then aspired's own."""
+        families: dict[str, TfCounter | TfHistogram | TfFamily] = {}
+        if self._tf_registry is not None:
+            families.update((f.name, f) for f in self._tf_registry())
         with self._lock:
-            lines = [line for metric in self._tf for line in metric.render()]
+            families.update((m.name, m) for m in self._own())
+            lines = [line for _, metric in sorted(families.items()) for line in metric.render()]
         return ("\n".join(lines) + "\n").encode() + generate_latest(self.registry)
 
 

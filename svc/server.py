@@ -52,6 +52,7 @@ from svc.lifecycle.states import State
 from svc.lifecycle.version_manager import VersionManager
 from svc.logging import configure_logging, get_logger, line_buffered_stdout
 from svc.metrics import Metrics, gauge
+from svc.servables import tf_registry
 from svc.servables.custom_ops import load_custom_ops
 from svc.servables.loader import SavedModelLoader
 from svc.servables.saved_model import Servable, observe_runs, session_config
@@ -225,6 +226,7 @@ async def serve(
     async with anyio.create_task_group() as tg, shutdown_send:
         for actor in (monitor.run, manager.run, pool.run):  # consumers first: dependency order
             tg.start_soon(actor)
+        tg.start_soon(_attach_tf_registry, metrics)
         sources = anyio.CancelScope()
         tg.start_soon(_run_sources, sources, poller, watcher)
         initial = ModelsSettled(names)
@@ -473,6 +475,14 @@ async def _serve_rest(
     finally:
         sock.detach()  # hypercorn owns (and has closed) the descriptor it was handed
         done.set()
+
+
+async def _attach_tf_registry(metrics: Metrics) -> None:
+    """TensorFlow's metric registry on the Prometheus page, once its reader is built (a few seconds of a
+    compiler at the first start with a TensorFlow version, in a thread)."""
+    registry = await anyio.to_thread.run_sync(tf_registry.shared, abandon_on_cancel=True)
+    if registry is not None:
+        metrics.attach_tf_registry(registry.collect)
 
 
 def run(options: opts.Options, *, sockets: Listeners | None = None) -> int:

@@ -115,6 +115,9 @@ def test_two_frontends_serve_one_model_copy(workers_server: ServerProcess) -> No
     assert 'aspired_batch_size_count{model="m",version="123"} ' in page
     batches = next(line for line in page.splitlines() if line.startswith("aspired_batch_size_count{"))
     assert float(batches.split()[-1]) >= 2 * requests
+    # TensorFlow's own registry lives in the owner, and joins the same page (issue 10)
+    wait_for(lambda: ":tensorflow:core:direct_session_runs{}" in httpx.get(
+        f"{server.rest_url}/metrics", timeout=10).text, timeout=120)
 
     finished = [e for e in server.log_events() if e.get("event") == "request_finished"]
     assert {e["worker"] for e in finished} <= {"frontend-0", "frontend-1"}
