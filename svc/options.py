@@ -171,10 +171,11 @@ class Options:
     shutdown_grace_seconds: float = _flag(30.0, "float", "Seconds allowed for draining on shutdown.")
     # Largest REST body / gRPC message accepted (TF Serving: gRPC INT32_MAX).
     max_request_bytes: int = _flag(256 * 1024 * 1024, "int64", "Largest request accepted, in bytes.")
-    # A request whose body (REST) or message (gRPC) has started must be complete within this time: slow or
-    # stalled senders are answered 408 / DEADLINE_EXCEEDED and do not hold the drain (TF Serving: no limit).
+    # What a client has started to send must be complete within this time: a REST request head or body, a
+    # gRPC message, an HTTP/2 frame, a gRPC connection's handshake. Slow or stalled senders are answered 408 /
+    # DEADLINE_EXCEEDED or closed, and do not hold the drain (TF Serving: no limit; gRPC handshake 120 s).
     request_read_timeout_seconds: float = _flag(
-        30.0, "float", "Seconds allowed to receive a request body or message once it has started."
+        30.0, "float", "Seconds allowed to receive a request head, body or message once it has started."
     )
     # N > 1: N frontend processes share the ports around one model-owner process (svc/workers/).
     frontend_workers: int = _flag(1, "int32", "Frontend worker processes; 1 = one process, no IPC.")

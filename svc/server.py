@@ -31,7 +31,7 @@ from svc import options as opts
 from svc.batching.scheduler import Batcher, batching_policy
 from svc.errors import Code, ServingError
 from svc.event_loop import backend_options
-from svc.frontends import tls
+from svc.frontends import read_timeouts, tls
 from svc.frontends.envelope import Envelope
 from svc.frontends.grpc import RequestLimitCodec
 from svc.frontends.grpc import services as grpc_services
@@ -347,6 +347,7 @@ async def _run_frontends(
     channel = channel_settings(opts.grpc_channel_arguments(options))
     log_ignored(channel)
     codec = RequestLimitCodec(options.max_request_bytes, channel)
+    read_timeout = options.request_read_timeout_seconds
     grpc_servers: list[GrpcServer] = []  # grpclib serves one listener per Server: TCP and the UNIX socket
     ssl_context = tls.server_context(opts.ssl_config(options))  # one context, both ports, nothing on disk
     if options.port:
@@ -354,12 +355,12 @@ async def _run_frontends(
             grpc_sock = sockets.grpc or bind_tcp("0.0.0.0", options.port)
         except OSError as exc:
             raise StartupError(f"UNAVAILABLE: Could not bind gRPC port {options.port}: {exc.strerror}") from exc
-        grpc_servers.append(ChannelServer(handlers, codec=codec, settings=channel))
+        grpc_servers.append(ChannelServer(handlers, codec=codec, settings=channel, read_timeout=read_timeout))
         await grpc_servers[-1].start(sock=grpc_sock, ssl=ssl_context)
         log.info("grpc_server_started", port=options.port, tls=ssl_context is not None,
                  message=f"Running gRPC ModelServer at 0.0.0.0:{options.port} ...")
     if options.grpc_socket_path:
-        grpc_servers.append(ChannelServer(handlers, codec=codec, settings=channel))
+        grpc_servers.append(ChannelServer(handlers, codec=codec, settings=channel, read_timeout=read_timeout))
         await grpc_servers[-1].start(path=options.grpc_socket_path)
         log.info("grpc_server_started", socket=options.grpc_socket_path,
                  message=f"Running gRPC ModelServer at UNIX socket {options.grpc_socket_path} ...")
@@ -470,6 +471,8 @@ async def _serve_rest(
     # Longer than the usual load-balancer idle timeout (60 s), so the balancer closes idle connections first
     # and never reuses one the server is closing.
     config.keep_alive_timeout = 75.0
+    # ... but a request head that has started must be complete within the read timeout (issue 10).
+    read_timeouts.bound_request_heads(config, options.request_read_timeout_seconds)
     try:
         await hypercorn_serve(rest.app(), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
     finally:

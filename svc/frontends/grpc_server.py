@@ -25,6 +25,7 @@ from h2.settings import SettingCodes
 from hyperframe.frame import GoAwayFrame
 
 from svc.errors import invalid_argument
+from svc.frontends.read_timeouts import h2_incomplete
 from svc.logging import get_logger
 
 log = get_logger(frontend="grpc")
@@ -37,6 +38,7 @@ _KEEPALIVE: dict[str, tuple[str, float]] = {  # argument -> (grpclib Configurati
     "grpc.http2.min_time_between_pings_ms": ("_http2_min_sent_ping_interval_without_data", 1e-3),
 }
 _INT32_MAX = 2**31 - 1
+_HANDSHAKE_BYTES = 24 + 9  # the client preface and the header of its first frame (SETTINGS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,16 +94,24 @@ def log_ignored(settings: ChannelSettings) -> None:
 
 
 class _Protocol(H2Protocol):
-    """grpclib's HTTP/2 protocol plus connection age (GOAWAY) and SETTINGS_MAX_CONCURRENT_STREAMS."""
+    """grpclib's HTTP/2 protocol plus connection age (GOAWAY), SETTINGS_MAX_CONCURRENT_STREAMS, and a bound
+    on what a client has started to send (`svc.frontends.read_timeouts`)."""
 
-    def __init__(self, handler: Any, config: Configuration, h2_config: Any, settings: ChannelSettings) -> None:
+    def __init__(
+        self, handler: Any, config: Configuration, h2_config: Any, settings: ChannelSettings,
+        read_timeout: float | None,
+    ) -> None:
         super().__init__(handler, config, h2_config)
         self.settings = settings
         self._timer: asyncio.TimerHandle | None = None
+        self._read_timeout = read_timeout
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._received = 0
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._transport = transport
+        self._check_started()
         h2 = self.connection._connection
         if self.settings.max_concurrent_streams is not None:
             h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: self.settings.max_concurrent_streams})
@@ -137,22 +147,53 @@ class _Protocol(H2Protocol):
             return
         asyncio.get_running_loop().call_later(0.1, self._close_when_idle)
 
+    def data_received(self, data: bytes) -> None:
+        self._received += len(data)
+        super().data_received(data)
+        self._check_started()
+
+    def _check_started(self) -> None:
+        """The read bound: armed while the handshake (preface and the first frame, SETTINGS) is unfinished or
+        a frame has started and not ended; disarmed as soon as neither is."""
+        if self._read_timeout is None:
+            return
+        waiting = self._received < _HANDSHAKE_BYTES or h2_incomplete(self.connection._connection)
+        if waiting and self._read_timer is None:
+            loop = asyncio.get_running_loop()
+            self._read_timer = loop.call_later(self._read_timeout, self._read_timed_out)
+        elif not waiting and self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        if self._transport.is_closing():
+            return
+        phase = "handshake" if self._received < _HANDSHAKE_BYTES else "frame"
+        log.info("connection_timed_out", phase=phase, seconds=self._read_timeout,
+                 message=f"HTTP/2 {phase} not received within {self._read_timeout:g} s; connection closed")
+        self._transport.close()
+
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._read_timer):
+            if timer is not None:
+                timer.cancel()
         super().connection_lost(exc)
 
 
 class ChannelServer(Server):
     """grpclib's Server with `--grpc_channel_arguments` applied."""
 
-    def __init__(self, handlers: Collection[Any], *, codec: Any, settings: ChannelSettings) -> None:
+    def __init__(
+        self, handlers: Collection[Any], *, codec: Any, settings: ChannelSettings, read_timeout: float | None = None
+    ) -> None:
         super().__init__(handlers, codec=codec, config=settings.configuration)
         self._settings = settings
+        self._read_timeout = read_timeout  # --request_read_timeout_seconds (None: no bound)
 
     def _protocol_factory(self) -> H2Protocol:
         # grpclib's own factory, with our protocol class
         self.__gc_step__()
         handler = Handler(self._mapping, self._codec, self._status_details_codec, self.__dispatch__)
         self._handlers.add(handler)
-        return _Protocol(handler, self._config, self._h2_config, self._settings)
+        return _Protocol(handler, self._config, self._h2_config, self._settings, self._read_timeout)

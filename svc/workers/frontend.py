@@ -311,7 +311,8 @@ async def _serve(
     envelope = Envelope(requests)
     repository = RemoteRepository(backend)  # V2's repository calls go to the owner
     handlers = grpc_services(
-        core, envelope, readiness, health=options.enable_grpc_healthcheck_service, repository=repository
+        core, envelope, readiness, health=options.enable_grpc_healthcheck_service, repository=repository,
+        read_timeout=options.request_read_timeout_seconds,
     )
     channel_args = channel_settings(opts.grpc_channel_arguments(options))
     codec = RequestLimitCodec(options.max_request_bytes, channel_args)
@@ -319,10 +320,12 @@ async def _serve(
     servers: list[GrpcServer] = []
     if grpc_listen is not None:
         sock = listening_socket("0.0.0.0", grpc_listen)
-        servers.append(ChannelServer(handlers, codec=codec, settings=channel_args))
+        servers.append(ChannelServer(handlers, codec=codec, settings=channel_args,
+                                     read_timeout=options.request_read_timeout_seconds))
         await servers[-1].start(sock=sock, ssl=ssl_context)
     if unix_fd is not None:
-        servers.append(ChannelServer(handlers, codec=codec, settings=channel_args))
+        servers.append(ChannelServer(handlers, codec=codec, settings=channel_args,
+                                     read_timeout=options.request_read_timeout_seconds))
         await servers[-1].start(sock=socket.socket(fileno=unix_fd))
     stop_rest, rest_done = anyio.Event(), anyio.Event()
     rest: RestApi | None = None
@@ -334,6 +337,7 @@ async def _serve(
         rest_options = RestOptions(
             cors=options.rest_api_enable_cors_support, timeout_ms=options.rest_api_timeout_in_ms,
             max_request_bytes=options.max_request_bytes, metrics_path=metrics_path,
+            read_timeout_seconds=options.request_read_timeout_seconds,
         )
         assert core.metrics is not None
         rest = WorkerRestApi(backend, mirror, core, envelope, readiness, core.metrics, rest_options)

@@ -5,13 +5,15 @@ INVALID_ARGUMENT with a request line and no traceback, and SIGTERM lets a call b
 from __future__ import annotations
 
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from tests.e2e.grpc_raw import RawCall
 from tests.e2e.server import ServerProcess
@@ -22,6 +24,7 @@ pytestmark = pytest.mark.e2e
 
 HALF_PLUS_TWO = testdata("saved_model_half_plus_two_cpu")
 LIMIT = 8 * 1024 * 1024
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +86,15 @@ def test_malformed_message_is_invalid_argument(server: ServerProcess, body: byte
     assert "Traceback" not in new
 
 
-def test_stalled_message_is_deadline_exceeded(server: ServerProcess) -> None:
-    # Issue 10: 40 unfinished gRPC messages held for 20 s were all still open.
+@pytest.mark.parametrize("sent", [0, 5], ids=["headers-only", "part-of-the-message"])
+def test_stalled_message_is_deadline_exceeded(server: ServerProcess, sent: int) -> None:
+    # Issue 10: 40 unfinished gRPC messages held for 20 s were all still open (also a call whose HEADERS
+    # came and no DATA at all).
     body = predict_bytes()
     call = RawCall(server.grpc_port)
     try:
-        call.send_message(body[:5], declared=len(body), end=False)
+        if sent:
+            call.send_message(body[:sent], declared=len(body), end=False)
         status, message = call.status()
     finally:
         call.close()
@@ -118,3 +124,40 @@ def test_sigterm_lets_a_call_being_received_finish(tmp_path: Path) -> None:
             call.close()
         assert (status, message) == (0, "")
         assert server.proc.wait(60) == 0
+
+
+def _until_closed(sock: socket.socket) -> None:
+    while sock.recv(65536):  # the server's SETTINGS, then the end
+        pass
+
+
+@pytest.mark.parametrize(
+    "sent", [b"", b"PRI * HTTP/2.0\r\n", PREFACE + b"\0\0\0\4"], ids=["nothing", "half-preface", "half-settings"]
+)
+def test_connection_that_never_finishes_its_handshake_is_closed(server: ServerProcess, sent: bytes) -> None:
+    # Issue 10: a connection that sent nothing (or part of the HTTP/2 preface) was held for ever. gRPC core
+    # closes it after its 120 s handshake timeout; here after --request_read_timeout_seconds (2 s), while
+    # the official client is served on another connection.
+    mark = server.mark()
+    with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=30) as idle:
+        idle.sendall(sent)
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            response = stub.Predict(predict_pb2.PredictRequest.FromString(predict_bytes()), timeout=30)
+            assert list(response.outputs["y"].float_val) == [2.5]
+        _until_closed(idle)
+    event = wait_until(lambda: server.events("connection_timed_out", mark))[0]
+    assert event["phase"] == "handshake"
+
+
+def test_started_frame_that_never_ends_closes_the_connection(server: ServerProcess) -> None:
+    # Issue 10: a frame header promising a HEADERS frame whose block never came held the connection.
+    mark = server.mark()
+    call = RawCall(server.grpc_port)
+    try:
+        call.sock.sendall(b"\0\0\x40\x01\x04\0\0\0\x03" + b"\x82")  # 64 bytes announced, 1 sent
+        _until_closed(call.sock)
+    finally:
+        call.close()
+    event = wait_until(lambda: server.events("connection_timed_out", mark))[0]
+    assert event["phase"] == "frame"

@@ -3,6 +3,7 @@ metadata path's case, CORS preflight bodies, zero-element tensors with huge dime
 
 from __future__ import annotations
 
+import select
 import socket
 import sys
 from collections.abc import Iterator
@@ -120,3 +121,47 @@ def test_client_that_stops_mid_body_is_cancelled_not_500(server: ServerProcess) 
     new = "\n".join(server.lines[before:])
     assert "Traceback" not in new
     assert "INTERNAL" not in new
+
+
+def _until_closed(sock: socket.socket) -> bytes:
+    chunks = []
+    while data := sock.recv(65536):
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    "started",
+    [b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\x2a"],
+    ids=["http1-head", "h2c-frame"],
+)
+def test_slow_request_head_is_cut_off_while_others_are_served(server: ServerProcess, started: bytes) -> None:
+    # Issue 10: a started request head was held until hypercorn's 75 s keep-alive timeout. Now it has
+    # --request_read_timeout_seconds (2 s here; the socket's 30 s would expire first without the bound).
+    mark = server.mark()
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as slow:
+        slow.sendall(started)
+        served = httpx.get(f"{server.rest_url}/v1/models/m", timeout=30)  # another connection meanwhile
+        assert served.status_code == 200
+        answer = _until_closed(slow)
+    if started.startswith(b"POST"):
+        assert answer.startswith(b"HTTP/1.1 408")
+        assert b"Request headers not received within 2 s" in answer
+    wait_until(lambda: server.events("request_head_timed_out", mark))
+
+
+def test_request_head_sent_a_byte_at_a_time_is_cut_off(server: ServerProcess) -> None:
+    # Issue 10: the bound runs from the head's first byte; bytes that keep trickling in do not extend it.
+    head = b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n" + b"X-Padding: 0\r\n" * 300
+    answer = b""
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as slow:
+        for byte in head:
+            try:
+                slow.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            ready, _, _ = select.select([slow], [], [], 0.01)  # a slow client's pace
+            if ready:
+                answer = _until_closed(slow)
+                break
+    assert answer.startswith(b"HTTP/1.1 408")
