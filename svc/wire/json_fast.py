@@ -9,7 +9,8 @@ Numbers follow `json_tensor.write_decimal` (TF Serving's `WriteDecimal`): `%g` i
 precision, else `%.9g` (float) or `%.17g` (double). The decimal digits are computed in binary floating point
 (float64 for float32 values, x87 extended precision for doubles) with a bound on the error; an element whose
 rounding or round-trip test lies within that bound of a tie (rare: about one in 10^5 floats) is formatted by
-`write_decimal` itself, as is every double where numpy has no extended precision. `tests/unit/test_json_fast.py`
+`write_decimal` itself, as is every double where numpy has no extended precision. Float32 elements take
+`json_float32`'s leaner version of the same (two words an element instead of byte columns). `tests/unit/test_json_fast.py`
 checks the output against the per-element writer on random tensors and bit patterns.
 """
 
@@ -23,6 +24,8 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from svc.wire.json_float32 import float32_words
+
 __all__ = ["EXTENDED_DOUBLES", "columnar_text", "row_parts", "row_text", "tokens_supported"]
 
 Array: TypeAlias = npt.NDArray[Any]
@@ -30,7 +33,8 @@ Decimal: TypeAlias = Callable[[float, bool], str]
 
 # Doubles need 64 significand bits to hold the midpoints between neighbours and 17 digits with margin.
 EXTENDED_DOUBLES = np.finfo(np.longdouble).nmant >= 63
-_CHUNK = 1 << 16  # elements per pass: bounds the byte matrices (~30 bytes an element)
+# elements per pass: the temporaries stay in a core's L2 cache (1 << 16 was 1.4-2x slower on one image)
+_CHUNK = 1 << 14
 _U8 = np.uint8
 
 
@@ -308,10 +312,16 @@ def _join(
     for start in range(0, flat.shape[0], _CHUNK):
         chunk = flat[start : start + _CHUNK]
         roll = rollovers[start : start + chunk.shape[0]]
-        separator = np.empty((chunk.shape[0], word_table.shape[0]), dtype=np.uint64)
+        separated = word_table.shape[0]
+        own = 2 if chunk.dtype == np.float32 else 0  # a float32's text: two more words in the row
+        words = np.empty((chunk.shape[0], separated + own), dtype=np.uint64)
         for word, column in enumerate(word_table):
-            separator[:, word] = column.take(roll)
-        matrix = np.concatenate([separator.view(_U8), *_element_segments(chunk, decimal)], axis=1)
+            words[:, word] = column.take(roll)
+        if own:
+            float32_words(chunk, decimal, words[:, separated:])
+            matrix = words
+        else:
+            matrix = np.concatenate([words.view(_U8), *_element_segments(chunk, decimal)], axis=1)
         out.append(matrix.tobytes().translate(None, b"\0"))
     return b"".join(out)
 

@@ -115,6 +115,24 @@ def test_writer_matches_exact_writer_on_random_bit_patterns(dtype: type[np.gener
     writers_agree({"y": scaled.reshape(4, -1, 5)}, {"y": dt})
 
 
+def test_float32_writer_matches_exact_writer_next_to_decimal_and_binary_boundaries() -> None:
+    """Where `svc.wire.json_float32` changes course (issue 11): powers of ten (its exponent estimate, `%g`'s
+    fixed/scientific switch at 1e-4 and 1e6, `%.9g`'s at 1e9), 6 and 9 nines rounding up to the next power,
+    powers of two (the smaller gap below them), subnormals and the largest float, each with its neighbours
+    and both signs."""
+    centers = [10.0**e * m for e in range(-46, 39) for m in (1.0, 0.999_999_5, 0.999_999_999_5, 0.5)]
+    centers += [2.0**e for e in range(-149, 128)] + [1.17549435e-38, 3.4028235e38, 1e-45]
+    with np.errstate(over="ignore"):
+        below = above = np.array(centers).astype(np.float32)
+        values = [below]
+        for _ in range(3):
+            below, above = np.nextafter(below, np.float32(0)), np.nextafter(above, np.float32(np.inf))
+            values += [below, above]
+    flat = np.concatenate(values)
+    flat = np.concatenate([flat, -flat])
+    writers_agree({"y": flat.reshape(-1, 2)}, {"y": D.DT_FLOAT})
+
+
 def test_writer_matches_exact_writer_on_integer_extremes() -> None:
     for dtype, np_type in DTYPES.items():
         if np.dtype(np_type).kind not in "iu":
