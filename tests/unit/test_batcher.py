@@ -685,3 +685,56 @@ async def test_every_batch_is_observed_and_the_request_record_gets_its_batch_siz
         current_request.reset(token)
     assert seen == [("fake", 1, 3, 1)]
     assert record.batch_size == 3
+
+
+# Batching off: the lean path (issue 11) keeps the queue's semantics: a thread bound, deadlines, cancellation.
+@pytest.mark.anyio
+async def test_without_batching_a_task_waits_for_a_free_thread_until_its_deadline() -> None:
+    model = FakeModel()
+    batcher = Batcher(1)
+
+    async def queue(calls: Calls, tg: Any) -> None:
+        calls.start(tg, "late", f32(5), deadline=anyio.current_time() + 0.05)
+        calls.start(tg, "patient", f32(6))
+        await wait_until(lambda: "late" in calls.errors)
+        assert queued(batcher) == 1  # "patient" waits for the one thread
+
+    calls = await run_held(batcher, model, queue)
+    assert (calls.errors["late"].code, calls.errors["late"].message) == (Code.DEADLINE_EXCEEDED, QUEUE_TIMEOUT)
+    assert calls.results["patient"][0].ravel().tolist() == [5.0]
+    assert model.batch_sizes == [1, 1]
+    stats = batcher.statistics()
+    assert (stats.expired, stats.batches_run, stats.tasks_run, queued(batcher)) == (1, 2, 2, 0)
+
+
+@pytest.mark.anyio
+async def test_without_batching_a_cancelled_caller_never_runs() -> None:
+    model = FakeModel()
+    batcher = Batcher(1)
+
+    async def queue(calls: Calls, tg: Any) -> None:
+        scope = anyio.CancelScope()
+
+        async def cancelled() -> None:
+            with scope:
+                await batcher.submit(model, {X: f32(100)}, [Y])
+
+        tg.start_soon(cancelled)
+        await wait_until(lambda: queued(batcher) == 1)
+        scope.cancel()
+        await wait_until(lambda: queued(batcher) == 0)
+
+    calls = await run_held(batcher, model, queue)
+    assert all(100 not in r[X] for r in model.runs)
+    assert calls.results["first"][0].ravel().tolist() == [2.0]
+    assert batcher.statistics().cancelled == 1
+
+
+@pytest.mark.anyio
+async def test_without_batching_a_failed_run_fails_only_its_task() -> None:
+    batcher = Batcher(2)
+    with pytest.raises(ServingError) as info:
+        await batcher.submit(FakeModel(), {X: f32(1)}, ["missing:0"])
+    assert info.value.code is Code.INTERNAL
+    out = await batcher.submit(FakeModel(), {X: f32(2)}, [Y2, Y])
+    assert [o.ravel().tolist() for o in out] == [[4.0], [3.0]]
