@@ -21,6 +21,8 @@ class RawCall:
         self.conn.initiate_connection()
         self.headers: dict[int, dict[str, str]] = {}
         self.ended: set[int] = set()
+        self.reset: dict[int, int] = {}  # stream -> RST_STREAM error code from the server
+        self.settings_received = False
         self.stream = self.open(method)
 
     def open(self, method: str = PREDICT) -> int:
@@ -73,10 +75,19 @@ class RawCall:
                     ] = value.decode() if isinstance(value, bytes) else value
             if isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
                 self.ended.add(event.stream_id)
+            if isinstance(event, h2.events.StreamReset):
+                self.reset[event.stream_id] = event.error_code
+            if isinstance(event, h2.events.RemoteSettingsChanged):
+                self.settings_received = True
             if isinstance(event, h2.events.DataReceived):
                 self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         self._flush()
         return True
+
+    def receive_settings(self) -> None:
+        """Read until the server's SETTINGS frame has come (and been acknowledged)."""
+        while not self.settings_received and self._receive_once():
+            pass
 
     def status(self, stream: int | None = None) -> tuple[int, str]:
         """Read until the call ends: (grpc-status, grpc-message)."""

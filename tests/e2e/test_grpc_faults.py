@@ -161,3 +161,49 @@ def test_started_frame_that_never_ends_closes_the_connection(server: ServerProce
         call.close()
     event = wait_until(lambda: server.events("connection_timed_out", mark))[0]
     assert event["phase"] == "frame"
+
+
+def test_concurrent_streams_are_capped_at_1000_by_default(server: ServerProcess) -> None:
+    # Issue 10: no cap of ours (h2's 100, enforced as a connection error that failed every call on it).
+    call = RawCall(server.grpc_port)
+    try:
+        call.send_message(predict_bytes())
+        assert call.status() == (0, "")
+        assert call.conn.remote_settings.max_concurrent_streams == 1000
+    finally:
+        call.close()
+
+
+def test_a_stream_beyond_the_cap_is_refused_alone() -> None:
+    # Issue 10: per-connection stream caps. A client that opens more streams than advertised gets
+    # REFUSED_STREAM for the extra one; the calls already open and the connection carry on. The official
+    # client queues calls above the cap instead of opening them.
+    args = ["--model_name=m", f"--model_base_path={HALF_PLUS_TWO}",
+            "--grpc_channel_arguments=grpc.max_concurrent_streams=2"]
+    with ServerProcess(args, rest=False) as server:
+        call = RawCall(server.grpc_port)
+        try:
+            call.receive_settings()
+            assert call.conn.remote_settings.max_concurrent_streams == 2
+            call.conn.remote_settings.max_concurrent_streams = 100  # a client that ignores the cap
+            call.conn.remote_settings.acknowledge()
+            second = call.open()
+            third = call.open()
+            for stream in (call.stream, second):
+                call.send_message(predict_bytes(), stream=stream)
+            assert call.status(third) == (-1, "")
+            assert call.reset[third] == 7  # REFUSED_STREAM
+            assert call.status() == (0, "")
+            assert call.status(second) == (0, "")
+            fourth = call.open()  # two closed: room again, on the same connection
+            call.send_message(predict_bytes(), stream=fourth)
+            assert call.status(fourth) == (0, "")
+        finally:
+            call.close()
+        wait_until(lambda: server.events("stream_refused"))
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            request = predict_pb2.PredictRequest.FromString(predict_bytes())
+            stub.Predict(request, timeout=30)  # connected: the client has the server's SETTINGS
+            futures = [stub.Predict.future(request, timeout=30) for _ in range(10)]
+            assert [list(f.result().outputs["y"].float_val) for f in futures] == [[2.5]] * 10
