@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO := examples/models
 
-.PHONY: serve test proto lint bench demo-models clean
+.PHONY: serve test proto lint bench bench-peers demo-models clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ lint: $(STAMP)
 
 bench: $(STAMP) demo-models
 	$(PY) bench/run_all.py
+
+# Opt-in (not in `make test`): aspired against KServe, MLServer and PyTriton on the same models (bench/peers_bench.py;
+# makes venvs under bench/out/peers/, needs wrk, h2load and Debian's python3.11; ARGS="--runs 1 --duration 2").
+bench-peers: $(STAMP)
+	$(PY) bench/peers_bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO) build *.egg-info
