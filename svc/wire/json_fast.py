@@ -299,16 +299,23 @@ def _rollovers(shape: tuple[int, ...], levels: int) -> Array:
 
 
 def _join(
-    flat: Array, shape: tuple[int, ...], separators: Sequence[bytes], levels: int, decimal: Decimal
+    flat: Array,
+    shape: tuple[int, ...],
+    separators: Sequence[bytes],
+    levels: int,
+    decimal: Decimal,
+    head: bytes = b"",
+    tail: bytes = b"",
 ) -> bytes:
-    """The elements' texts, each preceded by `separators[r]` (r: axes starting over there; index 0 gets none)."""
+    """The elements' texts, each preceded by `separators[r]` (r: axes starting over there; index 0 gets none),
+    between `head` and `tail` (one copy of the whole text)."""
     table = _table([*separators, *[b""] * (len(shape) + 2 - len(separators))])
     width = -(-table.shape[1] // 8) * 8  # in whole uint64 words: a 1-d gather per word
     words = np.zeros((table.shape[0], width), dtype=_U8)
     words[:, : table.shape[1]] = table
     word_table = words.view(np.uint64).T.copy()
     rollovers = _rollovers(shape, levels)
-    out = []
+    out = [head]
     for start in range(0, flat.shape[0], _CHUNK):
         chunk = flat[start : start + _CHUNK]
         roll = rollovers[start : start + chunk.shape[0]]
@@ -323,17 +330,18 @@ def _join(
         else:
             matrix = np.concatenate([words.view(_U8), *_element_segments(chunk, decimal)], axis=1)
         out.append(matrix.tobytes().translate(None, b"\0"))
+    out.append(tail)
     return b"".join(out)
 
 
-def row_text(array: Array, decimal: Decimal) -> bytes:
+def row_text(array: Array, decimal: Decimal, head: bytes = b"", tail: bytes = b"") -> bytes:
     """The rows of a tensor of rank >= 1 joined by `, `, each written on one line (`[[1, 2], [3, 4]]`),
-    without the outer brackets: TF Serving's `predictions` list for a single output."""
+    without the outer brackets: TF Serving's `predictions` list for a single output (between `head` and
+    `tail`)."""
     shape = array.shape
     inner = len(shape) - 1
     separators = [b"]" * r + b", " + b"[" * r for r in range(inner + 1)]
-    body = _join(array.reshape(-1), shape, separators, inner, decimal)
-    return b"[" * inner + body + b"]" * inner
+    return _join(array.reshape(-1), shape, separators, inner, decimal, head + b"[" * inner, b"]" * inner + tail)
 
 
 def row_parts(array: Array, decimal: Decimal) -> list[bytes]:
@@ -346,12 +354,13 @@ def row_parts(array: Array, decimal: Decimal) -> list[bytes]:
     return (b"[" * inner + body + b"]" * inner).split(b"\x01")
 
 
-def columnar_text(array: Array, depth: int, decimal: Decimal) -> bytes:
-    """A whole tensor in PrettyWriter's layout (one element a line), its `[` at nesting `depth`."""
+def columnar_text(array: Array, depth: int, decimal: Decimal, head: bytes = b"", tail: bytes = b"") -> bytes:
+    """A whole tensor in PrettyWriter's layout (one element a line), its `[` at nesting `depth` (between
+    `head` and `tail`)."""
     shape = array.shape
     rank = len(shape)
     if rank == 0:
-        return _join(array.reshape(-1), shape, [b""], 0, decimal)
+        return _join(array.reshape(-1), shape, [b""], 0, decimal, head, tail)
     if math.prod(shape) == 0:
         raise ValueError("columnar_text needs a non-empty tensor")
 
@@ -369,7 +378,6 @@ def columnar_text(array: Array, depth: int, decimal: Decimal) -> bytes:
         closes = b"".join(closing(axis) for axis in range(rank - 1, rank - 1 - r, -1))
         opens = b"".join(opening(axis) for axis in range(rank - r, rank))
         separators.append(closes + b",\n" + indent(depth + rank - r) + opens)
-    body = _join(array.reshape(-1), shape, separators, rank - 1, decimal)
-    head = b"".join(opening(axis) for axis in range(rank))
-    tail = b"".join(closing(axis) for axis in range(rank - 1, -1, -1))
-    return head + body + tail
+    opens = b"".join(opening(axis) for axis in range(rank))
+    closes = b"".join(closing(axis) for axis in range(rank - 1, -1, -1))
+    return _join(array.reshape(-1), shape, separators, rank - 1, decimal, head + opens, closes + tail)

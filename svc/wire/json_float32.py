@@ -65,37 +65,61 @@ def _point_masks() -> tuple[Array, Array, Array, Array, Array, Array]:
 _MASKS = _point_masks()
 
 
-def _exponent_table() -> Array:
-    """`e+05`, `e-45` for decimal exponents -64..63, placed at bytes 11-14 of the text (high word bytes 3-6)."""
-    texts = [f"e{e:+03d}".encode() for e in range(-64, 64)]
-    return np.array([int.from_bytes(t, "little") << 24 for t in texts], dtype=_U64)
-
-
-_EXPONENTS = _exponent_table()
 # zeros, infinities and NaN by sign * 4 + kind (0: zero, 1: infinity, 2: NaN)
 _SPECIALS = np.array(
     [_text_words(t) for t in (b"0.0", b"Infinity", b"NaN", b"", b"-0.0", b"-Infinity", b"NaN", b"")],
     dtype=_U64,
 )
+# half the spacing of floats by biased exponent (subnormals: that of the smallest normals)
+_HALF_SPACING = np.array([2.0 ** (max(biased, 1) - 151) for biased in range(256)])
+
+
+def _layouts() -> tuple[Array, Array, Array, Array, Array]:
+    """By layout = (exponent - _LOW) * 2 + (1 if `%g` round-trips else 0), what `%g`'s layout (fixed for
+    exponents in [-4, precision), else scientific) needs: the base of the mask select (point * 16, plus the
+    zeros before the digits of a small number), the fewest digits shown (up to the point and one after it), the
+    shift (bits) and the zeros that put a small number's digits after `0.000`, and a scientific one's exponent
+    text (in the high word)."""
+    bases, floors, shifts, zeros, exponents = [], [], [], [], []
+    for exponent in range(_LOW, 61):
+        for short in (False, True):
+            precision = 6 if short else 9
+            large = 0 <= exponent < precision
+            small = -4 <= exponent < 0
+            bases.append((exponent + 1) * 16 if large else 16 - exponent if small else 16)
+            floors.append(exponent + 2 if large else 0)
+            shifts.append(-8 * exponent if small else 0)
+            zeros.append(int.from_bytes(b"0" * -exponent, "little") if small else 0)
+            text = f"e{exponent:+03d}".encode() if not (large or small) and abs(exponent) < 100 else b""
+            exponents.append(int.from_bytes(text, "little") << 24)  # bytes 11-14 of the text
+    return (
+        np.array(bases, dtype=np.intp),
+        np.array(floors, dtype=np.intp),
+        np.array(shifts, dtype=_U64),
+        np.array(zeros, dtype=_U64),
+        np.array(exponents, dtype=_U64),
+    )
+
+
+_BASES, _FLOORS, _SHIFTS, _ZEROS, _EXPONENTS = _layouts()
 
 
 def _digits(magnitude: Array) -> tuple[Array, Array, Array, Array]:
     """For positive finite values (float64): the value scaled by 10**(8 - exponent) into [1e8, 1e9) (within
-    2.3e-7 of the exact product), its 9 significant digits rounded to nearest (a float holding an integer in
-    [1e8, 1e9]: 1e9 when it carried), the decimal exponent and where that rounding is too close to a tie to
-    trust."""
+    2.3e-7 of the exact product), that power of ten, the decimal exponent, and where rounding the scaled value
+    to an integer (its 9 digits) would be too close to a tie to trust."""
     exponent = np.floor(np.log10(magnitude)).astype(np.intp)
-    scaled = magnitude * _SCALE.take(exponent - _LOW)
+    scale = _SCALE.take(exponent - _LOW)
+    scaled = magnitude * scale
     for _ in range(3):  # log10 may be off by one next to powers of ten
         too_small, too_big = scaled < 1e8, scaled >= 1e9
         off = np.flatnonzero(too_small | too_big)
         if not off.size:
             break
         exponent[off] += too_big[off].astype(np.intp) - too_small[off]
-        scaled[off] = magnitude[off] * _SCALE.take(exponent[off] - _LOW)
-    digits = np.rint(scaled)
-    unsure = np.abs(np.abs(scaled - digits) - 0.5) <= 5e-7
-    return scaled, digits, exponent, unsure
+        scale[off] = _SCALE.take(exponent[off] - _LOW)
+        scaled[off] = magnitude[off] * scale[off]
+    return scaled, scale, exponent, np.abs(scaled - np.rint(scaled)) >= 0.5 - 5e-7
 
 
 def float32_words(values: Array, decimal: Decimal, words: Array) -> None:
@@ -104,77 +128,65 @@ def float32_words(values: Array, decimal: Decimal, words: Array) -> None:
     bits = values.view(np.uint32)
     magnitude_bits = bits & np.uint32(0x7FFFFFFF)
     biased = magnitude_bits >> np.uint32(23)
-    special = (biased == 255) | (magnitude_bits == 0)
+    special = magnitude_bits - np.uint32(1) >= np.uint32(0x7F7FFFFF)  # zero (wraps), infinity, NaN
     any_special = bool(special.any())
     if any_special:  # 1.0 in their place until the end (NaN must not meet the float arithmetic)
-        magnitude_bits = np.where(special, np.uint32(0x3F800000), magnitude_bits)
+        magnitude_bits += special * (np.uint32(0x3F800000) - magnitude_bits)
     magnitude = magnitude_bits.view(np.float32).astype(np.float64)
-    scaled, digits, exponent, unsure = _digits(magnitude)
-    # `%g`: 6 digits from the 9 (exact unless the 3 dropped are exactly 500: a double rounding)
-    short = np.floor(digits / 1000)
-    rest = digits - short * 1000
-    unsure |= rest == 500
-    short += rest > 500
-    back = short * 1000  # `%g`'s value in the scaled units of `scaled` (1e9 if it carried)
-    # It round-trips iff it lies strictly between the midpoints to the neighbours: half the float's spacing
-    # (a quarter below a power of two), here in scaled units; `scaled` is within 2.3e-7 of the exact value.
-    spacing = ((np.maximum(biased, 1).astype(_U64) + _U64(1023 - 150)) << _U64(52)).view(np.float64)
-    half = spacing * (_SCALE.take(exponent - _LOW) * 0.5)
-    error = back - scaled
-    below = np.flatnonzero((error < 0) & ((bits & np.uint32(0x7FFFFF)) == 0) & (biased > 1))
-    if below.size:
-        half[below] *= 0.5
-    distance = np.abs(error)
-    inside = distance < half - 1e-6
-    unsure |= np.abs(distance - half) <= 1e-6
-    digits = np.where(inside, back, digits)
+    scaled, scale, exponent, unsure = _digits(magnitude)
+    # `%g`'s 6 digits, in the units of `scaled` (1e9 if they carried); `scaled` / 1000 is within 4e-10
+    thousandths = scaled * 1e-3
+    short = np.rint(thousandths)
+    unsure |= np.abs(thousandths - short) >= 0.5 - 1e-9
+    short *= 1000
+    # `%g` round-trips iff it lies strictly between the midpoints to the neighbours: half the float's
+    # spacing (half that below a power of two), in the units of `scaled`.
+    half = _HALF_SPACING.take(biased) * scale
+    error = short - scaled
+    powers = np.flatnonzero((bits << np.uint32(9)) == 0)  # no mantissa bits
+    if powers.size:
+        lower = powers[(error[powers] < 0) & (biased[powers] > 1)]
+        half[lower] *= 0.5
+    margin = np.abs(error) - half
+    inside = margin < -1e-6
+    unsure |= np.abs(margin) <= 1e-6
+    digits = np.rint(scaled)
+    digits += inside * (short - digits)  # arithmetic: np.where is slow on an unpredictable condition
     carry = np.flatnonzero(digits >= 1e9)
     if carry.size:
         digits[carry] = 1e8
         exponent[carry] += 1
-    precision = np.where(inside, 6, 9)
     # nine ASCII digits and a '0' (for `123456789.0`) in two words: d | dddd | dddd | 0
     whole = digits.astype(np.int64)
     upper = whole // 10_000
     lowest = whole - upper * 10_000
     first = upper // 10_000
     middle = upper - first * 10_000
-    low = (
-        (first.astype(_U64) + _U64(ord("0")))
-        | (_QUADS.take(middle) << _U64(8))
-        | (_QUADS.take(lowest) << _U64(40))
-    )
-    high = (_QUADS.take(lowest) >> _U64(24)) | _U64(ord("0") << 8)
-    trailing = _TRAILING.take(lowest) + (lowest == 0) * _TRAILING.take(middle)
-    significant = 9 - trailing.astype(np.intp)
-    # %g's layout: fixed for exponents in [-4, precision), else scientific; trailing zeros dropped
-    fixed = (exponent >= -4) & (exponent < precision)
-    large = fixed & (exponent >= 0)
-    point = np.where(large, exponent + 1, 1)
-    length = np.where(large, np.maximum(significant, exponent + 2), significant)
-    small = np.flatnonzero(fixed & (exponent < 0))
-    if small.size:  # 0.000ddd: shifted up by -exponent zeros, the point after the first
-        shift = (-exponent[small]).astype(_U64) * _U64(8)
-        zeros = (_U64(1) << shift) - _U64(1)
-        zeros &= _U64(0x3030303030303030)
-        low_small = low[small]
-        high[small] = (high[small] << shift) | (low_small >> (_U64(64) - shift))
-        low[small] = (low_small << shift) | zeros
-        length[small] -= exponent[small]
-    select = point * 16 + length
+    last_quad = _QUADS.take(lowest)
+    low = (first.astype(_U64) + _U64(ord("0"))) | (_QUADS.take(middle) << _U64(8)) | (last_quad << _U64(40))
+    high = (last_quad >> _U64(24)) | _U64(ord("0") << 8)
+    significant = 9 - _TRAILING.take(lowest) - (lowest == 0) * _TRAILING.take(middle)
+    # where the point goes and how many digits show, by layout
+    layout = (exponent - _LOW) * 2 + inside
+    select = _BASES.take(layout) + np.maximum(significant, _FLOORS.take(layout))
+    shift = _SHIFTS.take(layout)
+    if bool(shift.any()):  # 0.000ddd: the digits moved up by -exponent zeros, the point after the first
+        high = (high << shift) | (low >> (_U64(64) - shift))  # numpy shifts by >= 64 bits give 0
+        low = (low << shift) | _ZEROS.take(layout)
     keep_lo, keep_hi, moved_lo, moved_hi, dot_lo, dot_hi = _MASKS
     text_lo = (low & keep_lo.take(select)) | ((low << _U64(8)) & moved_lo.take(select)) | dot_lo.take(select)
-    text_hi = (
-        (high & keep_hi.take(select))
-        | (((high << _U64(8)) | (low >> _U64(56))) & moved_hi.take(select))
-        | dot_hi.take(select)
-    )
-    scientific = np.flatnonzero(~fixed)
-    if scientific.size:
-        text_hi[scientific] |= _EXPONENTS.take(exponent[scientific] + 64)
-    # the sign byte first
-    words[:, 0] = (text_lo << _U64(8)) | ((bits >> np.uint32(31)).astype(_U64) * _U64(ord("-")))
-    words[:, 1] = (text_hi << _U64(8)) | (text_lo >> _U64(56))
+    text_hi = ((high << _U64(8)) | (low >> _U64(56))) & moved_hi.take(select)
+    if bool((select >= 8 * 16).any()):  # the point in the high word: 9 digits before it
+        text_hi |= (high & keep_hi.take(select)) | dot_hi.take(select)
+    text_hi |= _EXPONENTS.take(layout)
+    if bool(np.signbit(values).any()):  # a sign byte before the text
+        np.bitwise_or(
+            text_lo << _U64(8), (bits >> np.uint32(31)).astype(_U64) * _U64(ord("-")), out=words[:, 0]
+        )
+        np.bitwise_or(text_hi << _U64(8), text_lo >> _U64(56), out=words[:, 1])
+    else:
+        words[:, 0] = text_lo
+        words[:, 1] = text_hi
     redo = np.flatnonzero(unsure & ~special) if any_special else np.flatnonzero(unsure)
     if redo.size:
         floats: list[float] = values[redo].tolist()

@@ -520,22 +520,21 @@ def format_predict(
                     )
                 batch = shape[0]
             # Rows go on one line each; with several outputs each row is an object one level deeper.
-            if len(names) == 1:
+            if len(names) == 1:  # written between its head and tail: one copy of a big text
                 (name,) = names
-                items = _row_text(name, arrays[name], dtypes[name], fast_from)
-            else:
-                rows = {name: _row_parts(name, arrays[name], dtypes[name], fast_from) for name in names}
-                keys = {name: b"\n            " + encode(quote(name)) + b": " for name in names}
-                items = b",".join(
-                    b"\n        {" + b",".join(keys[name] + rows[name][b] for name in names) + b"\n        }"
-                    for b in range(batch)
-                )
+                tail = (b"\n    ]" if batch else b"]") + b"\n}"
+                return _row_text(name, arrays[name], dtypes[name], fast_from, b'{\n    "predictions": [', tail)
+            rows = {name: _row_parts(name, arrays[name], dtypes[name], fast_from) for name in names}
+            keys = {name: b"\n            " + encode(quote(name)) + b": " for name in names}
+            items = b",".join(
+                b"\n        {" + b",".join(keys[name] + rows[name][b] for name in names) + b"\n        }"
+                for b in range(batch)
+            )
             return b'{\n    "predictions": [' + items + (b"\n    ]" if batch else b"]") + b"\n}"
         case Format.COLUMNAR:
             if len(names) == 1:
                 (name,) = names
-                value = _columnar(name, arrays[name], dtypes[name], 1, fast_from)
-                return b'{\n    "outputs": ' + value + b"\n}"
+                return _columnar(name, arrays[name], dtypes[name], 1, fast_from, b'{\n    "outputs": ', b"\n}")
             members = b",".join(
                 b"\n        "
                 + encode(quote(name))
@@ -559,12 +558,14 @@ def _numeric(array: Array, dtype: int, fast_from: int | None) -> Array | None:
     return converted if json_fast.tokens_supported(converted) else None
 
 
-def _row_text(name: str, array: Array, dtype: int, fast_from: int | None) -> bytes:
-    """The rows of one output, joined by `, ` (one line each)."""
+def _row_text(
+    name: str, array: Array, dtype: int, fast_from: int | None, head: bytes = b"", tail: bytes = b""
+) -> bytes:
+    """The rows of one output, joined by `, ` (one line each), between `head` and `tail`."""
     numeric = _numeric(array, dtype, fast_from)
     if numeric is not None:
-        return json_fast.row_text(numeric, write_decimal)
-    return encode(", ".join(_single_line(_tokens(name, array, dtype, 1), array.shape)))
+        return json_fast.row_text(numeric, write_decimal, head, tail)
+    return head + encode(", ".join(_single_line(_tokens(name, array, dtype, 1), array.shape))) + tail
 
 
 def _row_parts(name: str, array: Array, dtype: int, fast_from: int | None) -> list[bytes]:
@@ -575,12 +576,14 @@ def _row_parts(name: str, array: Array, dtype: int, fast_from: int | None) -> li
     return [encode(item) for item in _single_line(_tokens(name, array, dtype, 2), array.shape)]
 
 
-def _columnar(name: str, array: Array, dtype: int, depth: int, fast_from: int | None) -> bytes:
-    """One output in PrettyWriter's layout, its `[` at nesting `depth`."""
+def _columnar(
+    name: str, array: Array, dtype: int, depth: int, fast_from: int | None, head: bytes = b"", tail: bytes = b""
+) -> bytes:
+    """One output in PrettyWriter's layout, its `[` at nesting `depth`, between `head` and `tail`."""
     numeric = _numeric(array, dtype, fast_from)
     if numeric is not None:
-        return json_fast.columnar_text(numeric, depth, write_decimal)
-    return encode(_pretty(_tokens(name, array, dtype, depth), array.shape, depth))
+        return json_fast.columnar_text(numeric, depth, write_decimal, head, tail)
+    return head + encode(_pretty(_tokens(name, array, dtype, depth), array.shape, depth)) + tail
 
 
 def _tokens(name: str, array: Array, dtype: int, depth: int) -> list[str]:
