@@ -153,8 +153,8 @@ def _array(value: Any, dtype: int, has_bools: bool) -> Array | None:
         if kind not in "fiu":
             return None
         with np.errstate(over="ignore"):
-            return array.astype(np.float64).astype(_FLOATS[dtype])
+            return array.astype(np.float64, copy=False).astype(_FLOATS[dtype])
     target, low, high, build = _INTS[dtype]
     if kind not in "iu" or int(array.min()) < low or int(array.max()) > high:
         return None
-    return array.astype(build).astype(target)
+    return array.astype(build, copy=False).astype(target)
