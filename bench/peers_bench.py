@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,6 @@ def cases_of(kind: Kind, small: list[Case]) -> list[Case]:
 def export_models() -> dict[str, Path]:
     export_model(512)
     export_half()
-    import subprocess
-
     subprocess.run([PY, str(BENCH / "peers" / "export_models.py"), str(MODELS_DIR)], cwd=REPO, check=True)
     return {
         "mlp": MODELS_DIR / "mlp",
@@ -167,6 +166,9 @@ def main() -> None:
             f"--concurrency {args.concurrency}"
         ),
         "date": started.date().isoformat(),
+        "revision": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip(),
         "machine": f"{platform.machine()} with {os.cpu_count()} CPUs",
         "load": (load_before, os.getloadavg()),
         "minutes": (dt.datetime.now() - started).total_seconds() / 60,

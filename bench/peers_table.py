@@ -58,7 +58,8 @@ def section(
         "## The race: aspired against KServe, MLServer and PyTriton (issue 11)",
         "",
         (
-            f"`{setup['command']}` (`make bench-peers`) on {setup['date']}, {setup['machine']} shared by the "
+            f"`{setup['command']}` (`make bench-peers`) on {setup['date']}, aspired at {setup.get('revision', '?')}, "
+            f"{setup['machine']} shared by the "
             f"servers, the load generators and other sessions: load average {b1:.1f}/{b5:.1f}/{b15:.1f} before, "
             f"{a1:.1f}/{a5:.1f}/{a15:.1f} after, 1-minute load {min(loads, default=0):.1f}-"
             f"{max(loads, default=0):.1f} at the start of the measured cells; {setup['minutes']:.0f} minutes. "
