@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from structlog.testing import capture_logs
 
+from svc.logging import configure_logging, log_sink
 from svc.metrics import Metrics, TfFamily, TfPoint
 from svc.servables import tf_registry
 
@@ -106,8 +107,10 @@ def test_the_reader_builds_and_reads_tensorflows_registry(tmp_path: Path) -> Non
 
 def test_without_a_compiler_the_server_keeps_its_own_series(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
-    with capture_logs() as logs:
+    configure_logging("json", "debug")  # the session's configuration (tests/conftest.py), JSON lines to parse
+    lines: list[str] = []
+    with log_sink(lines.append):  # the rendered lines (capture_logs misses loggers cached earlier)
         assert tf_registry.load(tmp_path / "cache") is None
-    [event] = [e for e in logs if e["event"] == "tf_registry_unavailable"]
-    assert event["log_level"] == "warning"
+    [event] = [e for e in map(json.loads, lines) if e["event"] == "tf_registry_unavailable"]
+    assert event["level"] == "warning"
     assert "no-such-compiler" in event["reason"]
