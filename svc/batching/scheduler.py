@@ -293,22 +293,8 @@ class Batcher:
             raise ServingError(Code.DEADLINE_EXCEEDED, QUEUE_TIMEOUT)
         batch = _Batch([_Piece(_Call(runner, deadline, 1), 0, feeds, rows)], rows, enqueued)
         batch.queued.append(anyio.current_time() - enqueued)
-        results: list[list[Array]] | None = None
-        error: ServingError | None = None
         queue.running += 1
-        try:
-            with anyio.CancelScope(shield=True):  # TF is not interrupted: RunOptions' timeout ends a late run
-                try:
-                    results = await anyio.to_thread.run_sync(self._execute, queue, batch, limiter=self._threads)
-                except ServingError as exc:
-                    error = exc
-                except Exception as exc:  # a bug: logged once, answered INTERNAL
-                    log.exception("batch_crashed", model=queue.model, version=queue.version)
-                    error = ServingError(Code.INTERNAL, f"Batch failed: {type(exc).__name__}: {exc}")
-        finally:
-            self._tokens.release_on_behalf_of(token)
-            queue.running -= 1
-        self._deliver(queue, batch, results, error)
+        await self._run(queue, batch, token)  # shielded: TF is not interrupted, RunOptions' timeout ends it
         call = batch.pieces[0].call
         if call.error is not None:
             raise call.error
