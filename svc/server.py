@@ -242,6 +242,7 @@ async def serve(
         pool.set_load_threads(options.num_load_threads)
         tg.start_soon(readiness.run)
         if isinstance(serving_map, PublishedServingMap):  # --frontend_workers > 1: the ports are theirs
+            log_ignored(channel_settings(opts.grpc_channel_arguments(options)))  # once, not once per worker
             await serve_workers(tg, options, core, watcher, readiness, serving_map, shutdown_trigger,
                                 sockets.grpc if sockets else None, sockets.rest if sockets else None)
         else:
