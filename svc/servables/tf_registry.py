@@ -92,8 +92,8 @@ class TfRegistry:
 
 
 def cache_dir() -> Path:
-    """`$ASPIRED_CACHE_DIR`, else `$XDG_CACHE_HOME/aspired`, else `~/.cache/aspired`."""
-    if explicit := os.environ.get("ASPIRED_CACHE_DIR"):
+    """`$ASPIRED_BUILD_CACHE_DIR`, else `$XDG_CACHE_HOME/aspired`, else `~/.cache/aspired`."""
+    if explicit := os.environ.get("ASPIRED_BUILD_CACHE_DIR"):
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "aspired"
