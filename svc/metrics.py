@@ -92,14 +92,25 @@ class TfHistogram:
         name = exported_name(self.name)
         lines = [f"# TYPE {name} histogram"]
         for labels, (counts, totals) in sorted(self.points.items()):
-            cumulative = 0
-            for limit, count in zip([*self.limits, None], counts, strict=True):
-                cumulative += count
-                le = 'le="{}"'.format("+Inf" if limit is None else _number(limit))
-                lines.append(f"{name}_bucket{_labels(self.label_names, labels, le)} {cumulative}")
-            lines.append(f"{name}_sum{_labels(self.label_names, labels)} {_number(totals[0])}")
-            lines.append(f"{name}_count{_labels(self.label_names, labels)} {cumulative}")
+            lines += _histogram_lines(name, self.label_names, labels, self.limits, counts, totals[0])
         return lines
+
+
+def _histogram_lines(
+    name: str, names: Sequence[str], values: Sequence[str], limits: Sequence[float], counts: Sequence[float],
+    total: float,
+) -> list[str]:
+    """One histogram point as TF Serving writes it: cumulative buckets (`counts` has one more entry than
+    `limits`: the last bucket is `+Inf`), then `_sum` and `_count`."""
+    lines = []
+    cumulative = 0
+    for limit, count in zip([*limits, None], counts, strict=True):
+        cumulative += int(count)
+        le = 'le="{}"'.format("+Inf" if limit is None else _number(limit))
+        lines.append(f"{name}_bucket{_labels(names, values, le)} {cumulative}")
+    lines.append(f"{name}_sum{_labels(names, values)} {_number(total)}")
+    lines.append(f"{name}_count{_labels(names, values)} {cumulative}")
+    return lines
 
 
 @dataclass(frozen=True)
@@ -124,26 +135,23 @@ class TfFamily:
         """As TF Serving's exporter writes it, except that double and bool gauges show their value (TF Serving
         prints every scalar's int64 field, 0 for those); string and percentile values print 0 as there."""
         name = exported_name(self.name)
-        if self.value_type == "h":
-            lines = [f"# TYPE {name} histogram"]
-            for point in self.points:
-                names, values = zip(*point.labels, strict=True) if point.labels else ((), ())
-                total, buckets = point.histogram or (0.0, ())
-                cumulative = 0
-                for i, (limit, count) in enumerate(buckets):
-                    cumulative += int(count)
-                    le = 'le="{}"'.format("+Inf" if i == len(buckets) - 1 else _number(limit))
-                    lines.append(f"{name}_bucket{_labels(names, values, le)} {cumulative}")
-                lines.append(f"{name}_sum{_labels(names, values)} {_number(total)}")
-                lines.append(f"{name}_count{_labels(names, values)} {cumulative}")
-            return lines
-        lines = [f"# TYPE {name} {'counter' if self.cumulative else 'gauge'}"]
+        kind = "histogram" if self.value_type == "h" else "counter" if self.cumulative else "gauge"
+        lines = [f"# TYPE {name} {kind}"]
         for point in self.points:
             names, values = zip(*point.labels, strict=True) if point.labels else ((), ())
-            value = point.value if self.value_type in "ib" else _number(float(point.value)) \
-                if self.value_type == "d" else "0"
-            lines.append(f"{name}{_labels(names, values)} {value}")
+            if self.value_type == "h":
+                total, buckets = point.histogram or (0.0, ())
+                limits = [limit for limit, _ in buckets[:-1]]  # TF's last limit is DBL_MAX: written +Inf
+                counts = [count for _, count in buckets] or [0.0]
+                lines += _histogram_lines(name, names, values, limits, counts, total)
+            else:
+                lines.append(f"{name}{_labels(names, values)} {self._scalar(point.value)}")
         return lines
+
+    def _scalar(self, value: str) -> str:
+        if self.value_type in ("i", "b"):
+            return value
+        return _number(float(value)) if self.value_type == "d" else "0"
 
 
 _LATENCY_US = exponential_buckets(10, 1.8, 33)
