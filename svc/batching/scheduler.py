@@ -279,18 +279,10 @@ class Batcher:
         thread bound, deadline texts, statistics and batch metrics."""
         token = object()
         enqueued = anyio.current_time()
-        queue.waiting += 1
         try:
-            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as waiting:
-                await self._tokens.acquire_on_behalf_of(token)
-        except anyio.get_cancelled_exc_class():
-            self._totals["cancelled"] += 1
-            raise
-        finally:
-            queue.waiting -= 1
-        if waiting.cancelled_caught:
-            self._totals["expired"] += 1
-            raise ServingError(Code.DEADLINE_EXCEEDED, QUEUE_TIMEOUT)
+            self._tokens.acquire_on_behalf_of_nowait(token)  # a free thread and no one waiting: no scope
+        except anyio.WouldBlock:
+            await self._wait_token(queue, token, deadline)
         batch = _Batch([_Piece(_Call(runner, deadline, 1), 0, feeds, rows)], rows, enqueued)
         batch.queued.append(anyio.current_time() - enqueued)
         queue.running += 1
@@ -304,6 +296,20 @@ class Batcher:
         outputs = call.outputs[0]
         assert outputs is not None
         return [outputs[queue.fetches.index(f)] for f in fetches]
+
+    async def _wait_token(self, queue: _Queue, token: object, deadline: float | None) -> None:
+        queue.waiting += 1
+        try:
+            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as waiting:
+                await self._tokens.acquire_on_behalf_of(token)
+        except anyio.get_cancelled_exc_class():
+            self._totals["cancelled"] += 1
+            raise
+        finally:
+            queue.waiting -= 1
+        if waiting.cancelled_caught:
+            self._totals["expired"] += 1
+            raise ServingError(Code.DEADLINE_EXCEEDED, QUEUE_TIMEOUT)
 
     def statistics(self) -> BatcherStatistics:
         queues = tuple(

@@ -31,6 +31,7 @@ from hyperframe.frame import GoAwayFrame
 
 from svc.errors import invalid_argument
 from svc.frontends.read_timeouts import h2_incomplete
+from svc.frontends.write_coalescing import CoalescingTransport
 from svc.logging import get_logger
 
 log = get_logger(frontend="grpc")
@@ -100,45 +101,6 @@ def log_ignored(settings: ChannelSettings) -> None:
     for key in settings.ignored:
         log.warning("grpc_channel_argument_ignored", argument=key,
                     message=f"--grpc_channel_arguments: {key} has no effect in this server")
-
-
-class CoalescingTransport:
-    """A transport whose writes of one event-loop turn leave in one system call.
-
-    grpclib writes a unary response as three `transport.write` calls (HEADERS, DATA, trailers), each a
-    `send` system call and, on the client, a wake-up; under load this was ~12% of a frontend's CPU (issue
-    11). Here writes are collected and sent together at the end of the turn (`call_soon`), in order; `close`
-    sends what is pending first, `abort` drops it. Everything else is the wrapped transport's."""
-
-    __slots__ = ("_loop", "_pending", "_transport")
-
-    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._pending: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        if not data:
-            return
-        if not self._pending:
-            self._loop.call_soon(self.flush)
-        self._pending.append(data)
-
-    def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        if pending and not self._transport.is_closing():
-            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def abort(self) -> None:
-        self._pending = []
-        self._transport.abort()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
 
 
 class _Protocol(H2Protocol):

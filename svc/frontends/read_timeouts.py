@@ -32,6 +32,7 @@ from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.h11 import H11Protocol
 
+from svc.frontends.write_coalescing import coalesce_stream_writes
 from svc.logging import get_logger
 from svc.wire.json_tensor import format_error
 
@@ -66,7 +67,7 @@ def _timeout_response(seconds: float) -> bytes:
 
 
 class HeadTimedProtocol(ProtocolWrapper):
-    """hypercorn's per-connection protocol, plus the request-head bound. Checked after each read (hypercorn
+    """hypercorn's per-connection protocol, plus the request-head bound and coalesced writes. Checked after each read (hypercorn
     feeds the parser there); a read whose handling waits on the application (a full body queue) cannot
     cut a request short: the bound is checked again when it fires."""
 
@@ -76,6 +77,9 @@ class HeadTimedProtocol(ProtocolWrapper):
         self._timer: asyncio.TimerHandle | None = None
         self._timed_request = 0
         self._closing: asyncio.Task[None] | None = None
+        writer = getattr(getattr(self.send, "__self__", None), "writer", None)  # hypercorn's TCPServer's
+        if isinstance(writer, asyncio.StreamWriter):
+            coalesce_stream_writes(writer)  # a response's head and body in one send (issue 11)
 
     async def handle(self, event: Event) -> None:
         await super().handle(event)

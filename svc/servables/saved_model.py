@@ -29,7 +29,8 @@ class Servable:
     (`svc.lifecycle.serving_map.ServableHandle`); the loader pool closes it once none does."""
 
     def __init__(
-        self, name: str, version: int, path: str, session: Any, meta_graph: meta_graph_pb2.MetaGraphDef
+        self, name: str, version: int, path: str, session: Any, meta_graph: meta_graph_pb2.MetaGraphDef,
+        runs_inline: bool = False,
     ) -> None:
         self.name = name
         self.version = version
@@ -39,6 +40,8 @@ class Servable:
         self.signatures: Mapping[str, meta_graph_pb2.SignatureDef] = meta_graph.signature_def
         self._callables: dict[tuple[tuple[str, ...], tuple[str, ...], int], Any] = {}
         self._callables_lock = threading.Lock()
+        self._runs_inline = runs_inline  # the graph may run in the calling thread (`may_run_inline`)
+        self._inline: dict[tuple[tuple[str, ...], tuple[str, ...]], _InlineCallable] = {}
         self.batching_policy: Any = None  # the version's own (batching_params.pbtxt), else the server's
 
     # -- blocking work (threads only) -----------------------------------------------------------------
@@ -49,7 +52,52 @@ class Servable:
 
         `timeout_ms` (the request's remaining deadline, as TF Serving passes `RunOptions.timeout_in_ms` to
         `Session::Run`) ends a slower run with DEADLINE_EXCEEDED; it is rounded up to one of 8 steps per
-        doubling (at most 12.5% later), so a few callables serve every deadline."""
+        doubling (at most 12.5% later), so a few callables serve every deadline.
+
+        A graph that `may_run_inline` runs in the calling thread (TF's `RunOptions.inter_op_thread_pool =
+        -1`) while its runs stay short: TF's hand-off to its inter-op pool and back cost ~40-70 us of CPU per
+        run on this project's machine (issue 11), more than a small model's whole run. Such a run cannot be
+        cut short by the timeout, which is why only graphs without loops or waits qualify."""
+        import tensorflow as tf
+
+        inline: _InlineCallable | None = None
+        if self._runs_inline:
+            inline = self._inline.get((tuple(feeds), tuple(fetches)))
+            if inline is None:
+                inline = self._inline_callable(feeds, fetches)
+            if inline.mean > _INLINE_MAX_SECONDS:
+                inline = None
+        fn = inline.fn if inline is not None else self._pooled_callable(feeds, fetches, timeout_ms)
+        started = time.perf_counter()
+        try:
+            outputs = fn(*feeds.values())
+        except tf.errors.OpError as exc:
+            raise ServingError(Code(exc.error_code), exc.message) from exc
+        except (ValueError, TypeError) as exc:
+            raise ServingError(Code.INVALID_ARGUMENT, str(exc)) from exc
+        finally:
+            elapsed = time.perf_counter() - started
+            if inline is not None:
+                inline.observe(elapsed)
+            if _run_observer is not None:
+                _run_observer(elapsed)
+        return [np.asarray(o) for o in outputs]
+
+    def _inline_callable(self, feeds: Mapping[str, Array], fetches: Sequence[str]) -> _InlineCallable:
+        import tensorflow as tf
+        from tensorflow.core.protobuf import config_pb2
+
+        with self._callables_lock:
+            options = config_pb2.CallableOptions(feed=list(feeds), fetch=list(fetches))
+            options.run_options.inter_op_thread_pool = -1  # TF: "use the caller thread"
+            try:
+                inline = _InlineCallable(self._session._make_callable_from_options(options))
+            except tf.errors.OpError as exc:
+                raise ServingError(Code(exc.error_code), exc.message) from exc
+            self._inline[(tuple(feeds), tuple(fetches))] = inline
+            return inline
+
+    def _pooled_callable(self, feeds: Mapping[str, Array], fetches: Sequence[str], timeout_ms: int | None) -> Any:
         import tensorflow as tf
         from tensorflow.core.protobuf import config_pb2
 
@@ -71,17 +119,7 @@ class Servable:
                 except tf.errors.OpError as exc:
                     raise ServingError(Code(exc.error_code), exc.message) from exc
                 self._callables[key] = fn
-        started = time.perf_counter()
-        try:
-            outputs = fn(*feeds.values())
-        except tf.errors.OpError as exc:
-            raise ServingError(Code(exc.error_code), exc.message) from exc
-        except (ValueError, TypeError) as exc:
-            raise ServingError(Code.INVALID_ARGUMENT, str(exc)) from exc
-        finally:
-            if _run_observer is not None:
-                _run_observer(time.perf_counter() - started)
-        return [np.asarray(o) for o in outputs]
+        return fn
 
     def close(self) -> None:
         self._callables.clear()
@@ -89,6 +127,42 @@ class Servable:
 
 
 _MAX_CALLABLES = 256
+_INLINE_MAX_SECONDS = 0.002  # a callable whose runs take longer on average goes to TF's inter-op pool for good
+_INLINE_WARMUP_RUNS = 2  # first runs (allocations, lazy initialisation) are not counted
+
+
+class _InlineCallable:
+    """A callable that runs in the calling thread, and the running mean of its run time."""
+
+    __slots__ = ("fn", "mean", "runs")
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self.mean = 0.0
+        self.runs = 0
+
+    def observe(self, seconds: float) -> None:
+        self.runs += 1
+        if self.runs > _INLINE_WARMUP_RUNS:
+            self.mean += (seconds - self.mean) * 0.25  # races between threads only blur the mean
+
+
+# Ops after which a run may wait on another op or on the outside (queues, send/receive, barriers, input
+# pipelines) or run for as long as its input asks (loops): a graph with any of them keeps TF's inter-op pool,
+# whose runs the request's deadline can end (`RunOptions.timeout_in_ms` is not applied to a run in the
+# calling thread).
+_LOOP_OPS = frozenset({"While", "StatelessWhile", "_While", "Enter", "RefEnter", "Exit", "RefExit", "NextIteration",
+                       "RefNextIteration", "LoopCond"})
+_WAITING_OP_PARTS = ("Queue", "Iterator", "Dataset", "Recv", "Send", "Barrier", "Stage", "Accumulator", "Sleep",
+                     "Collective", "Py", "Notification", "Semaphore", "Reader")
+
+
+def may_run_inline(graph_def: Any) -> bool:
+    """Whether every op of the graph and its function library finishes without waiting or looping."""
+    ops = {node.op for node in graph_def.node}
+    for function in graph_def.library.function:
+        ops.update(node.op for node in function.node_def)
+    return not any(op in _LOOP_OPS or any(part in op for part in _WAITING_OP_PARTS) for op in ops)
 _run_observer: Callable[[float], None] | None = None
 
 
@@ -136,6 +210,7 @@ def load(name: str, version: int, path: str, tags: Sequence[str], session_config
             meta_graph = tf.compat.v1.saved_model.loader.load(session, list(tags), path)
         slim = meta_graph_pb2.MetaGraphDef()
         slim.signature_def.MergeFrom(meta_graph.signature_def)  # remove_unused_fields_from_bundle_metagraph
+        runs_inline = may_run_inline(graph.as_graph_def())
         graph.finalize()
     except tf.errors.OpError as exc:
         session.close()
@@ -143,7 +218,7 @@ def load(name: str, version: int, path: str, tags: Sequence[str], session_config
     except BaseException:
         session.close()
         raise
-    return Servable(name, version, path, session, slim)
+    return Servable(name, version, path, session, slim, runs_inline)
 
 
 def _load_error(code: Code, message: str) -> ServingError:

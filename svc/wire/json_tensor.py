@@ -186,9 +186,16 @@ def write_decimal(value: float, is_double: bool) -> str:
     return text
 
 
+_VECTOR_MIN = 20  # measured crossover of the two writers of `_decimal_tokens`
+
+
 def _decimal_tokens(values: Array) -> list[str]:
-    """`write_decimal` over a float32 or float64 array, its round-trip test done by numpy."""
+    """`write_decimal` over a float32 or float64 array, its round-trip test done by numpy (below ~20 elements
+    element by element: numpy's fixed cost is larger, issue 11)."""
     floats: list[float] = values.tolist()
+    if len(floats) < _VECTOR_MIN:
+        is_double = values.dtype == np.float64
+        return [write_decimal(f, is_double) for f in floats]
     texts = list(map("%g".__mod__, floats))
     with np.errstate(over="ignore", invalid="ignore"):
         back = np.array(texts, dtype=np.float64).astype(values.dtype)
