@@ -12,6 +12,7 @@ the configurations rotates every repetition. Server CPU per answered request com
 process group of the server). Ratios are aspired / peer in the same repetition, median over repetitions.
 
     python bench/peers_bench.py [--runs 3] [--duration 5] [--peers KServe,MLServer,PyTriton] [--no-write]
+        [--aspired-workers 2]  (also aspired with batching and 2 frontend worker processes)
 """
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ def small_cases(concurrencies: list[int]) -> list[Case]:
     ]
 
 
-def kinds(peers: list[str]) -> list[Kind]:
+def kinds(peers: list[str], workers: int = 1) -> list[Kind]:
     out = [Kind("aspired", True), Kind("aspired", False)]
+    if workers > 1:
+        out.insert(1, Kind("aspired", True, workers))
     for peer in peers:
         out += [Kind(peer, False)] if peer == "KServe" else [Kind(peer, True), Kind(peer, False)]
     return out
@@ -121,6 +124,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16,64", help="of the one-row cases")
     parser.add_argument("--no-write", action="store_true", help="do not touch bench/RESULTS.md")
     parser.add_argument("--note", default="", help="a paragraph written under the tables")
+    parser.add_argument("--aspired-workers", type=int, default=1,
+                        help="also race aspired with batching and this many --frontend_workers (>1)")
     args = parser.parse_args()
     if missing := check_tools():
         raise SystemExit("bench-peers needs: " + "; ".join(missing))
@@ -137,7 +142,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     files = bodies(work)
     small = small_cases([int(c) for c in args.concurrency.split(",")])
-    order = kinds(peers)
+    order = kinds(peers, args.aspired_workers)
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}  # kind name -> case label -> per repetition
     load_before = os.getloadavg()
     started = dt.datetime.now()
@@ -164,6 +169,7 @@ def main() -> None:
         "command": (
             f"python bench/peers_bench.py --runs {args.runs} --duration {args.duration:g} --peers {args.peers} "
             f"--concurrency {args.concurrency}"
+            + (f" --aspired-workers {args.aspired_workers}" if args.aspired_workers > 1 else "")
         ),
         "date": started.date().isoformat(),
         "revision": subprocess.run(
@@ -176,7 +182,7 @@ def main() -> None:
         "note": args.note,
     }
     (OUT / "peers.json").write_text(json.dumps({"setup": setup, "results": results}, indent=1))
-    lines = [BEGIN, *section(results, setup, [*small, *BIG], peers), END]
+    lines = [BEGIN, *section(results, setup, [*small, *BIG], peers, args.aspired_workers), END]
     print("\n".join(lines))
     if not args.no_write:
         write_section(BEGIN, END, "\n".join(lines))

@@ -43,10 +43,12 @@ class Kind:
 
     server: str  # "aspired" | "KServe" | "MLServer" | "PyTriton"
     batching: bool
+    workers: int = 1  # aspired's --frontend_workers
 
     @property
     def name(self) -> str:
-        return f"{self.server} ({'batching' if self.batching else 'no batching'})"
+        workers = f", {self.workers} frontend workers" if self.workers > 1 else ""
+        return f"{self.server} ({'batching' if self.batching else 'no batching'}{workers})"
 
     @property
     def rest_format(self) -> str:
@@ -111,7 +113,7 @@ class Server:
         self.kind = kind
         self.models = models
         self.rest_port, self.grpc_port, metrics_port = free_port(), free_port(), free_port()
-        self.log = OUT / "logs" / f"peers_{kind.server}_{'on' if kind.batching else 'off'}.log"
+        self.log = OUT / "logs" / f"peers_{kind.server}_{'on' if kind.batching else 'off'}_{kind.workers}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         versions = [f"{name}={path / '1'}" for name, path in models.items()]
         conf = OUT / "peers" / "conf"
@@ -130,6 +132,8 @@ class Server:
             if kind.batching:
                 (conf / "batching.config").write_text(ASPIRED_BATCHING)
                 argv += ["--enable_batching", f"--batching_parameters_file={conf / 'batching.config'}"]
+            if kind.workers > 1:
+                argv.append(f"--frontend_workers={kind.workers}")
             env["PYTHONPATH"] = str(REPO)
         elif kind.server == "KServe":
             assert venv is not None

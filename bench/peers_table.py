@@ -50,6 +50,7 @@ def section(
     setup: dict[str, Any],
     cases: list[Case],
     peers: list[str],
+    workers: int = 1,
 ) -> list[str]:
     (b1, b5, b15), (a1, a5, a15) = setup["load"]
     loads = [r["load"] for cells in results.values() for runs in cells.values() for r in runs if "load" in r]
@@ -76,7 +77,10 @@ def section(
         "",
         (
             f"Servers as shipped, logs to files: aspired (`python -m svc`, request log at the default rate; "
-            f"batching: `{batching}`); KServe's `ModelServer` (uvicorn + grpcio, a synchronous `kserve.Model` "
+            f"batching: `{batching}`"
+            + (f"; with batching also with `--frontend_workers={workers}`: {workers} frontend processes in front of "
+               "the one process holding the models" if workers > 1 else "")
+            + "); KServe's `ModelServer` (uvicorn + grpcio, a synchronous `kserve.Model` "
             "calling TF inline, per-request latency log and access log on; no batching in the Python server, so "
             "its one configuration appears in both tables); MLServer (a custom `MLModel`, one parallel inference "
             f"worker process by default; adaptive batching {MLSERVER_BATCH}); PyTriton (tritonserver's C++ "
@@ -89,30 +93,33 @@ def section(
         lines += ["", f"**{peer} is not in this run**: {reason}"]
     for on in (True, False):
         ours = Kind("aspired", on).name
+        multi = Kind("aspired", True, workers).name
+        mine = [ours] + ([multi] if on and multi in results else [])
         others = [Kind(p, on and p != "KServe").name for p in peers]
         chosen = [c for c in cases if c.label in results.get(ours, {})]
         lines += [
             "",
             f"### Batching {'on' if on else 'off'}: medians (rps, p50/p99 latency, server CPU per request)",
             "",
-            "| case | " + " | ".join([ours, *others]) + " |",
-            "|---|" + "---|" * (1 + len(others)),
+            "| case | " + " | ".join([*mine, *others]) + " |",
+            "|---|" + "---|" * (len(mine) + len(others)),
         ]
         for case in chosen:
-            cells = [_absolute(results[name].get(case.label, [])) for name in [ours, *others]]
+            cells = [_absolute(results[name].get(case.label, [])) for name in [*mine, *others]]
             lines.append(f"| {case.label} | " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            f"### Batching {'on' if on else 'off'}: ratios aspired / peer",
-            "",
-            "| case | " + " | ".join(f"{p} {m}" for p in peers for _, m in METRICS) + " |",
-            "|---|" + "---:|" * (len(peers) * len(METRICS)),
-        ]
-        for case in chosen:
-            cells = []
-            for name in others:
-                cells += _ratios(results[ours][case.label], results[name].get(case.label, []))
-            lines.append(f"| {case.label} | " + " | ".join(cells) + " |")
+        for name in mine:
+            lines += [
+                "",
+                f"### Batching {'on' if on else 'off'}: ratios {name} / peer",
+                "",
+                "| case | " + " | ".join(f"{p} {m}" for p in peers for _, m in METRICS) + " |",
+                "|---|" + "---:|" * (len(peers) * len(METRICS)),
+            ]
+            for case in chosen:
+                cells = []
+                for other in others:
+                    cells += _ratios(results[name].get(case.label, []), results[other].get(case.label, []))
+                lines.append(f"| {case.label} | " + " | ".join(cells) + " |")
     if setup["note"]:
         lines += ["", setup["note"]]
     return lines
