@@ -348,6 +348,34 @@ async def test_without_batching_every_task_is_a_batch_of_one() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_lone_task_with_a_free_thread_runs_at_once_without_leading_the_queue() -> None:
+    # issue 11: batch timeout 0, nothing queued, a thread free: a batch of its own, no leader task group
+    model = FakeModel()
+    batcher = Batcher(policy(max_batch_size=8, num_batch_threads=2))
+    calls = Calls(batcher, model)
+    async with anyio.create_task_group() as tg:
+        model.hold()
+        calls.start(tg, "a", f32(1, 2))
+        await wait_entered(model)
+        (queue,) = (q for per in batcher._queues.values() for q in per.values())
+        assert queue.leader is None
+        assert not queue.batches
+        assert queue.running == 1
+        calls.start(tg, "b", f32(3))  # the second thread is free too
+        await wait_entered(model)
+        calls.start(tg, "c", f32(4))  # both threads busy: this one queues behind them
+        calls.start(tg, "d", f32(5))
+        await wait_until(lambda: queued(batcher) == 2)
+        assert queue.leader is not None
+        model.release()
+    assert model.batch_sizes == [2, 1, 2]
+    assert calls.results["a"][0].ravel().tolist() == [2.5, 3.0]
+    assert calls.results["d"][0].ravel().tolist() == [4.5]
+    stats = batcher.statistics()
+    assert (stats.batches_run, stats.tasks_run, stats.rows_run) == (3, 4, 5)
+
+
+@pytest.mark.anyio
 async def test_tasks_queued_behind_a_busy_thread_merge_into_one_batch() -> None:
     model = FakeModel()
     batcher = Batcher(policy(max_batch_size=8))
