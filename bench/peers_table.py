@@ -94,7 +94,7 @@ def section(
     for on in (True, False):
         ours = Kind("aspired", on).name
         multi = Kind("aspired", True, workers).name
-        mine = [ours] + ([multi] if on and multi in results else [])
+        mine = [ours] + ([multi] if on and workers > 1 and multi in results else [])
         others = [Kind(p, on and p != "KServe").name for p in peers]
         chosen = [c for c in cases if c.label in results.get(ours, {})]
         lines += [
