@@ -12,7 +12,7 @@ the configurations rotates every repetition. Server CPU per answered request com
 process group of the server). Ratios are aspired / peer in the same repetition, median over repetitions.
 
     python bench/peers_bench.py [--runs 3] [--duration 5] [--peers KServe,MLServer,PyTriton] [--no-write]
-        [--aspired-workers 2]  (also aspired with batching and 2 frontend worker processes)
+        [--aspired-workers 2]  (also aspired with batching and 2 frontend worker processes; 1: not)
 """
 
 from __future__ import annotations
@@ -124,8 +124,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16,64", help="of the one-row cases")
     parser.add_argument("--no-write", action="store_true", help="do not touch bench/RESULTS.md")
     parser.add_argument("--note", default="", help="a paragraph written under the tables")
-    parser.add_argument("--aspired-workers", type=int, default=1,
-                        help="also race aspired with batching and this many --frontend_workers (>1)")
+    parser.add_argument("--aspired-workers", type=int, default=2,
+                        help="also race aspired with batching and this many --frontend_workers (1: not)")
     args = parser.parse_args()
     if missing := check_tools():
         raise SystemExit("bench-peers needs: " + "; ".join(missing))
