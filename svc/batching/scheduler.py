@@ -288,18 +288,7 @@ class Batcher:
             self._tokens.acquire_on_behalf_of_nowait(token)  # a free thread and no one waiting: no scope
         except anyio.WouldBlock:
             await self._wait_token(queue, token, deadline)
-        batch = _Batch([_Piece(_Call(runner, deadline, 1), 0, feeds, rows)], rows, enqueued)
-        batch.queued.append(anyio.current_time() - enqueued)
-        queue.running += 1
-        await self._run(queue, batch, token)  # shielded: TF is not interrupted, RunOptions' timeout ends it
-        call = batch.pieces[0].call
-        if call.error is not None:
-            raise call.error
-        record = current_request.get()
-        if record is not None:
-            record.batch_size = rows
-        outputs = call.outputs[0]
-        assert outputs is not None
+        outputs = await self._run_alone(queue, runner, feeds, rows, deadline, enqueued, token)
         return [outputs[queue.fetches.index(f)] for f in fetches]
 
     async def _solo(
@@ -314,10 +303,17 @@ class Batcher:
             self._tokens.acquire_on_behalf_of_nowait(token)
         except anyio.WouldBlock:
             return None
+        return await self._run_alone(queue, runner, feeds, rows, deadline, anyio.current_time(), token)
+
+    async def _run_alone(
+        self, queue: _Queue, runner: Runner, feeds: Mapping[str, Array], rows: int, deadline: float | None,
+        enqueued: float, token: object,
+    ) -> list[Array]:
+        """Run a task that holds `token` as a batch of one; its outputs in the queue's fetch order."""
         call = _Call(runner, deadline, 1)
-        call.pending = 0
-        batch = _Batch([_Piece(call, 0, feeds, rows)], rows, call.enqueued_at)
-        batch.queued.append(0.0)
+        call.pending = 0  # never queued
+        batch = _Batch([_Piece(call, 0, feeds, rows)], rows, enqueued)
+        batch.queued.append(anyio.current_time() - enqueued)
         queue.running += 1
         await self._run(queue, batch, token)  # shielded: TF is not interrupted, RunOptions' timeout ends it
         if call.error is not None:

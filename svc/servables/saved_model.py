@@ -84,45 +84,44 @@ class Servable:
         return [np.asarray(o) for o in outputs]
 
     def _inline_callable(self, feeds: Mapping[str, Array], fetches: Sequence[str]) -> _InlineCallable:
-        import tensorflow as tf
-        from tensorflow.core.protobuf import config_pb2
-
         with self._callables_lock:
-            options = config_pb2.CallableOptions(feed=list(feeds), fetch=list(fetches))
-            options.run_options.inter_op_thread_pool = -1  # TF: "use the caller thread"
-            try:
-                inline = _InlineCallable(self._session._make_callable_from_options(options))
-            except tf.errors.OpError as exc:
-                raise ServingError(Code(exc.error_code), exc.message) from exc
+            inline = _InlineCallable(self._make_callable(feeds, fetches, inline=True))
             self._inline[(tuple(feeds), tuple(fetches))] = inline
             return inline
 
     def _pooled_callable(self, feeds: Mapping[str, Array], fetches: Sequence[str], timeout_ms: int | None) -> Any:
-        import tensorflow as tf
-        from tensorflow.core.protobuf import config_pb2
-
         bucket = _timeout_bucket(timeout_ms) if timeout_ms is not None else 0
         key = (tuple(feeds), tuple(fetches), bucket)
         fn = self._callables.get(key)
         if fn is None:
             with self._callables_lock:
-                # A callable made from CallableOptions feeds straight into the C++ session, as TF Serving
-                # does: no Python-side shape check (TF Serving does not check declared shapes either), and
-                # a dtype mismatch is the runtime's own INVALID_ARGUMENT.
-                options = config_pb2.CallableOptions(feed=list(feeds), fetch=list(fetches))
-                if bucket:
-                    options.run_options.timeout_in_ms = bucket
-                    if len(self._callables) > _MAX_CALLABLES:  # odd deadlines must not grow it for ever
-                        self._callables = {k: v for k, v in self._callables.items() if not k[2]}
-                try:
-                    fn = self._session._make_callable_from_options(options)
-                except tf.errors.OpError as exc:
-                    raise ServingError(Code(exc.error_code), exc.message) from exc
-                self._callables[key] = fn
+                if bucket and len(self._callables) > _MAX_CALLABLES:  # odd deadlines must not grow it for ever
+                    self._callables = {k: v for k, v in self._callables.items() if not k[2]}
+                fn = self._callables[key] = self._make_callable(feeds, fetches, timeout_ms=bucket)
         return fn
+
+    def _make_callable(
+        self, feeds: Mapping[str, Array], fetches: Sequence[str], *, timeout_ms: int = 0, inline: bool = False
+    ) -> Any:
+        """A callable made from CallableOptions: it feeds straight into the C++ session, as TF Serving does (no
+        Python-side shape check: TF Serving does not check declared shapes either; a dtype mismatch is the
+        runtime's own INVALID_ARGUMENT)."""
+        import tensorflow as tf
+        from tensorflow.core.protobuf import config_pb2
+
+        options = config_pb2.CallableOptions(feed=list(feeds), fetch=list(fetches))
+        if timeout_ms:
+            options.run_options.timeout_in_ms = timeout_ms
+        if inline:
+            options.run_options.inter_op_thread_pool = -1  # TF: "use the caller thread"
+        try:
+            return self._session._make_callable_from_options(options)
+        except tf.errors.OpError as exc:
+            raise ServingError(Code(exc.error_code), exc.message) from exc
 
     def close(self) -> None:
         self._callables.clear()
+        self._inline.clear()
         self._session.close()
 
 

@@ -314,6 +314,17 @@ class Calls:
 
         tg.start_soon(call)
 
+    def start_cancellable(self, tg: Any, x: Array) -> anyio.CancelScope:
+        """A call whose caller the test cancels with the returned scope."""
+        scope = anyio.CancelScope()
+
+        async def call() -> None:
+            with scope:
+                await self.batcher.submit(self.model, {X: x}, [Y])
+
+        tg.start_soon(call)
+        return scope
+
 
 async def run_held(
     batcher: Batcher, model: FakeModel, queue: Callable[[Calls, Any], Awaitable[None]]
@@ -538,13 +549,7 @@ async def test_cancelled_caller_leaves_the_queue() -> None:
     batcher = Batcher(policy(max_batch_size=8))
 
     async def queue(calls: Calls, tg: Any) -> None:
-        scope = anyio.CancelScope()
-
-        async def cancelled() -> None:
-            with scope:
-                await batcher.submit(model, {X: f32(100)}, [Y])
-
-        tg.start_soon(cancelled)
+        scope = calls.start_cancellable(tg, f32(100))
         calls.start(tg, "stays", f32(4))
         await wait_until(lambda: queued(batcher) == 2)
         scope.cancel()
@@ -563,13 +568,7 @@ async def test_cancelled_leader_passes_the_lead_on() -> None:
     batcher = Batcher(policy(max_batch_size=8, batch_timeout_micros=10_000_000))  # only size closes batches
     calls = Calls(batcher, model)
     async with anyio.create_task_group() as tg:
-        scope = anyio.CancelScope()
-
-        async def leader() -> None:
-            with scope:
-                await batcher.submit(model, {X: f32(1)}, [Y])
-
-        tg.start_soon(leader)
+        scope = calls.start_cancellable(tg, f32(1))
         await wait_until(lambda: queued(batcher) == 1)
         calls.start(tg, "follower", f32(2, 3, 4, 5, 6, 7))
         await wait_until(lambda: queued(batcher) == 2)
@@ -741,13 +740,7 @@ async def test_without_batching_a_cancelled_caller_never_runs() -> None:
     batcher = Batcher(1)
 
     async def queue(calls: Calls, tg: Any) -> None:
-        scope = anyio.CancelScope()
-
-        async def cancelled() -> None:
-            with scope:
-                await batcher.submit(model, {X: f32(100)}, [Y])
-
-        tg.start_soon(cancelled)
+        scope = calls.start_cancellable(tg, f32(100))
         await wait_until(lambda: queued(batcher) == 1)
         scope.cancel()
         await wait_until(lambda: queued(batcher) == 0)
